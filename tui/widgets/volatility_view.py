@@ -1,0 +1,78 @@
+"""The volatility view: dispersion over steps (sparkline) and the table of spiking examples.
+
+Moving the table's cursor onto a spike shows that example's text below the table.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Sparkline, Static
+
+from ..color_scale import format_number
+
+SPARK_POINTS = 200
+"""Dispersion points drawn; the sparkline averages them into its width."""
+
+
+class VolatilityView(Vertical):
+    """Sparkline + spike table + the selected example's text."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._rows_key: object = None
+        self._rows = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="vol-summary")
+        yield Sparkline([], id="vol-spark")
+        table = DataTable(id="vol-table", cursor_type="row", zebra_stripes=False)
+        table.add_columns("step", "ex", "score", "loss", "text")
+        yield table
+        yield Static("", id="vol-detail")
+
+    def show_state(self, state) -> None:
+        steps, values = state.dispersion.points("dispersion")
+        summary = self.query_one("#vol-summary", Static)
+        if values:
+            baseline = state.dispersion.last("baseline")
+            summary.update(Text(f"dispersion {format_number(values[-1])} (baseline {format_number(baseline)})"
+                           f"  spikes {len(state.spikes)}"))
+            self.query_one("#vol-spark", Sparkline).data = values[-SPARK_POINTS:]
+        else:
+            summary.update("no volatility frames yet")
+            self.query_one("#vol-spark", Sparkline).data = []
+        self._show_spikes(list(state.spikes))
+
+    def _show_spikes(self, rows) -> None:
+        key = (len(rows), (rows[0].step, rows[0].example_id) if rows else None)
+        if key == self._rows_key:
+            return
+        self._rows_key, self._rows = key, rows
+        table = self.query_one("#vol-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for row in rows:
+            snippet = row.snippet.replace("\n", " ")
+            table.add_row(str(row.step), str(row.example_id), f"{row.score:.1f}", format_number(row.loss), snippet[:60])
+        if rows:
+            table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+        self._show_detail(table.cursor_row)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail(event.cursor_row)
+
+    def _show_detail(self, index: int) -> None:
+        detail = self.query_one("#vol-detail", Static)
+        if 0 <= index < len(self._rows):
+            row = self._rows[index]
+            detail.update(Text(f"#{row.example_id} step {row.step} loss {format_number(row.loss)} "
+                          f"grad {format_number(row.grad_norm)} {row.tokens} tok: {row.snippet}"))
+        else:
+            detail.update("")
+
+    @property
+    def selected_spike(self):
+        index = self.query_one("#vol-table", DataTable).cursor_row
+        return self._rows[index] if 0 <= index < len(self._rows) else None
