@@ -39,7 +39,7 @@ from lorascope.protocol.frames import F32Array, Spike, Volatility
 from .lora_modules import adapted_linears
 from .per_example_grads import PerExampleGradNorms
 
-MIN_REFERENCE = 4  # examples needed before anything can be called a spike
+MIN_REFERENCE = 8  # examples needed before anything can be called a spike (fewer: too noisy)
 MIN_LOG_SCALE = 0.1  # floor of the robust spread (log units): identical norms must not make noise spikes
 MAX_SPIKES = 8  # per frame, highest scores first
 SNIPPET_CHARS = 240
