@@ -28,8 +28,11 @@ def bind_socket(sock: zmq.Socket, bind: str) -> str:
     try:
         sock.bind(normalize_bind(bind))
     except zmq.ZMQError as exc:
-        hint = " (another trainer running? choose another port)" if exc.errno == zmq.EADDRINUSE else ""
-        raise UserError(f"cannot bind {bind}: {exc.strerror}{hint}") from None
+        if exc.errno == zmq.EADDRINUSE:
+            reason = "address already in use (another trainer running? choose another port)"
+        else:
+            reason = zmq.strerror(exc.errno)
+        raise UserError(f"cannot bind {bind}: {reason}") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
@@ -58,6 +61,7 @@ class Publisher:
             raise
         self.dropped = 0
         self.published = 0
+        self._last_seq_offered = -1
         self._queue: queue.Queue[tuple[Frame, bytes] | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._closed = False
         # The socket is handed to the thread here and used by it alone from now on.
@@ -67,6 +71,8 @@ class Publisher:
     def write_frame(self, frame: Frame, payload: bytes) -> None:
         if self._closed:
             return
+        # Heartbeats announce this seq even if the frame is dropped below, so a subscriber can ask for it.
+        self._last_seq_offered = max(self._last_seq_offered, frame.seq)
         try:
             self._queue.put_nowait((frame, payload))
         except queue.Full:
@@ -85,6 +91,7 @@ class Publisher:
                 if item is None:
                     return
                 if item is False:
+                    last_seq = max(last_seq, self._last_seq_offered)
                     if last_seq >= 0 or run_id:
                         beat = Heartbeat(run_id=run_id, seq=last_seq, step=step, wall_time=time.time(), state=state, last_seq=last_seq)
                         self._send(beat, encode(beat))

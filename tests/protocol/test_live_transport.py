@@ -1,0 +1,288 @@
+"""Real sockets on tcp loopback: PUB/SUB, ROUTER/DEALER, late joiners, gap filling, restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+from protocol_samples import poll_until
+
+import lorascope.protocol.live_feed as live_feed
+import lorascope.protocol.publisher as publisher
+from lorascope.protocol.codec import from_multipart
+from lorascope.protocol.frames import Frame, RunEnd, RunStart, Status, StepMetrics
+from lorascope.protocol.recording import RunRecorder
+from lorascope.protocol.stream import FrameStream
+from lorascope.protocol.transport import ControlClient, ControlError, ControlReply, ControlServer, LiveFeed, Publisher
+
+LOOPBACK = "tcp://127.0.0.1:0"
+
+
+class Trainer:
+    """The trainer's half, as lorascope.trainer wires it: recorder first, then publisher, plus control."""
+
+    def __init__(self, tmp_path, run_id="run-a", pub=LOOPBACK, control=LOOPBACK, drop=lambda seq: False):
+        self.recorder = RunRecorder(tmp_path / f"{run_id}.lsr")
+        self.publisher = Publisher(pub)
+        self.control = ControlServer(control, recording=self.recorder.path, run_id=run_id, pub_endpoint=self.publisher.endpoint)
+        _lose_on_the_wire(self.publisher, drop)
+        self.stream = FrameStream(run_id, [self.recorder, self.publisher])
+        self.stream.emit(RunStart(model="tiny", total_steps=10_000))
+
+    def steps(self, n: int) -> None:
+        first = self.stream.last_seq
+        for i in range(n):
+            self.stream.emit(StepMetrics(step=first + i, loss=1.0))
+
+    def answer(self) -> None:
+        for req in self.control.poll():
+            if req.cmd == "step" and not isinstance(req.args.get("n"), int):
+                req.fail(f"step: n must be an integer, got {req.args.get('n')!r}")
+            else:
+                req.reply({"done": req.cmd, "args": req.args})
+
+    def close(self) -> None:
+        self.control.close()
+        self.stream.close()
+
+
+def _lose_on_the_wire(pub: Publisher, drop) -> None:
+    """Make the socket lose the frames `drop(seq)` picks: what a PUB high-water mark does, made repeatable."""
+    send = pub._send
+
+    def lossy_send(frame, payload):
+        if frame.kind == "heartbeat" or not drop(frame.seq):
+            send(frame, payload)
+
+    pub._send = lossy_send
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    t = Trainer(tmp_path)
+    yield t
+    t.close()
+
+
+def _frames(items) -> list[Frame]:
+    return [x for x in items if not isinstance(x, ControlReply)]
+
+
+def test_pub_sub_multipart_with_kind_filter(trainer):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"step")
+    sub.setsockopt(zmq.SUBSCRIBE, b"status")
+    sub.connect(trainer.publisher.endpoint)
+    try:
+        while not sub.poll(50):  # PUB/SUB joins slowly: announce until the subscription is in place
+            trainer.stream.emit(Status(state="running"))
+        while sub.poll(50):
+            sub.recv_multipart()
+        trainer.steps(3)
+        trainer.stream.emit(RunEnd())
+        got = []
+        while sub.poll(1000):
+            parts = sub.recv_multipart()
+            got.append((parts[0], from_multipart(parts)))
+            if len(got) == 3:
+                break
+        assert [topic for topic, _ in got] == [b"step"] * 3
+        assert [f.seq for _, f in got] == [trainer.stream.last_seq - 3 + i for i in range(3)]
+        assert not sub.poll(200)  # run_end was filtered out by the subscriber
+    finally:
+        sub.close()
+
+
+def test_control_requests_get_replies(trainer):
+    stop = threading.Event()
+    loop = threading.Thread(target=lambda: [trainer.answer() or time.sleep(0.01) for _ in iter(stop.is_set, True)])
+    loop.start()
+    try:
+        with ControlClient(trainer.control.endpoint) as client:
+            hello = client.request("hello")
+            assert hello["run_id"] == "run-a" and hello["pub_endpoint"] == trainer.publisher.endpoint and hello["last_seq"] == 0
+            assert client.request("ping")["pong"] is True
+            assert client.request("pause") == {"done": "pause", "args": {}}
+            assert client.request("step", n=3)["args"] == {"n": 3}
+            with pytest.raises(ControlError, match="n must be an integer"):
+                client.request("step", n="three")
+            with pytest.raises(ControlError, match="unknown command 'fly'"):
+                client.request("fly")
+            with pytest.raises(ControlError, match="from_seq must be an integer"):
+                client.request("snapshot", from_seq=-4)
+    finally:
+        stop.set()
+        loop.join()
+
+
+@pytest.mark.parametrize(
+    "payload, error",
+    [
+        (b"\xc1 not msgpack", "request is not msgpack"),
+        (msgpack.packb([1, "pause"]), "must be a map"),
+        (msgpack.packb({"cmd": "pause"}), "request has no 'id'"),
+        (msgpack.packb({"id": 1}), "no 'cmd'"),
+        (msgpack.packb({"id": 1, "cmd": "pause", "args": [1]}), "'args' must be a map"),
+    ],
+)
+def test_malformed_requests_get_error_replies(trainer, payload, error):
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(trainer.control.endpoint)
+    try:
+        dealer.send(payload)
+        assert dealer.poll(5000)
+        reply = msgpack.unpackb(dealer.recv(), raw=False)
+        assert reply["ok"] is False and error in reply["error"]
+        assert trainer.control.poll() == []  # nothing bad reaches the training loop
+        with ControlClient(trainer.control.endpoint) as client:
+            assert client.request("ping")["pong"]  # and the server is still up
+    finally:
+        dealer.close()
+
+
+def test_unserialisable_loop_reply_becomes_an_error(trainer):
+    with ControlClient(trainer.control.endpoint) as client:
+        result = {}
+        t = threading.Thread(target=lambda: result.update(err=_expect_error(client, "save")))
+        t.start()
+        while t.is_alive():
+            for req in trainer.control.poll():
+                req.reply({"when": object()})
+                req.reply({"twice": True})  # ignored: exactly one reply per request
+            time.sleep(0.01)
+        assert "not serialisable" in result["err"]
+
+
+def _expect_error(client, cmd):
+    try:
+        client.request(cmd, timeout=5)
+    except ControlError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_late_joiner_gets_everything_in_order_once(trainer):
+    trainer.steps(1000)
+    feed = LiveFeed(trainer.publisher.endpoint, trainer.control.endpoint)
+    try:
+        got = _frames(poll_until(feed, lambda g: len(g) >= 1001))
+        trainer.steps(200)  # and the live stream continues after the history
+        got += _frames(poll_until(feed, lambda g: len(g) >= 200))
+        assert [f.seq for f in got] == list(range(1201))
+        assert got[0].kind == "run_start" and feed.state == "live" and feed.frames_received == 1201
+    finally:
+        feed.close()
+
+
+def test_joiner_during_a_burst_merges_snapshot_and_stream(trainer):
+    feed = LiveFeed(trainer.publisher.endpoint, trainer.control.endpoint)
+    burst = threading.Thread(target=trainer.steps, args=(3000,))
+    try:
+        burst.start()
+        got = _frames(poll_until(feed, lambda g: len(g) >= 3001, timeout=30))
+        burst.join()
+        assert [f.seq for f in got] == list(range(3001))
+    finally:
+        burst.join()
+        feed.close()
+
+
+def test_dropped_frames_are_filled_from_the_recording(tmp_path, monkeypatch):
+    monkeypatch.setattr(publisher, "HEARTBEAT_INTERVAL", 0.1)
+    # Lose every 7th frame and the very last one: only a heartbeat can reveal the last.
+    t = Trainer(tmp_path, drop=lambda seq: seq % 7 == 3 or seq == 300)
+    feed = LiveFeed(t.publisher.endpoint, t.control.endpoint)
+    try:
+        got = _frames(poll_until(feed, lambda g: feed.state == "live"))
+        t.steps(300)
+        got += _frames(poll_until(feed, lambda g: feed.last_seq >= 300))
+        assert [f.seq for f in got] == list(range(301))
+        assert feed.gaps_filled > 0 and feed.gaps_skipped == 0
+    finally:
+        feed.close()
+        t.close()
+
+
+def test_trainer_restart_with_a_new_run_starts_over(tmp_path):
+    first = Trainer(tmp_path, run_id="run-1")
+    pub, ctl = first.publisher.endpoint, first.control.endpoint
+    feed = LiveFeed(pub, ctl)
+    try:
+        first.steps(5)
+        got = _frames(poll_until(feed, lambda g: len(g) >= 6))
+        assert [f.run_id for f in got] == ["run-1"] * 6
+        first.close()
+        second = Trainer(tmp_path, run_id="run-2", pub=pub, control=ctl)
+        try:
+            second.steps(3)
+            got = _frames(poll_until(feed, lambda g: len(g) >= 4 and feed.run_id == "run-2"))
+            got = [f for f in got if f.run_id == "run-2"]
+            assert [f.seq for f in got] == [0, 1, 2, 3] and got[0].kind == "run_start"
+        finally:
+            second.close()
+    finally:
+        feed.close()
+
+
+def test_silence_makes_the_feed_stale(tmp_path, monkeypatch):
+    monkeypatch.setattr(live_feed, "STALE_AFTER", 0.3)
+    t = Trainer(tmp_path)
+    feed = LiveFeed(t.publisher.endpoint, t.control.endpoint)
+    try:
+        poll_until(feed, lambda g: feed.state == "live")
+        t.close()
+        poll_until(feed, lambda g: feed.state == "stale", timeout=5)
+        assert feed.state == "stale" and feed.reconnects >= 1
+    finally:
+        feed.close()
+    assert feed.state == "disconnected"
+
+
+def test_heartbeats_flow_while_idle_and_carry_the_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(publisher, "HEARTBEAT_INTERVAL", 0.05)
+    t = Trainer(tmp_path)
+    feed = LiveFeed(t.publisher.endpoint, t.control.endpoint, heartbeats=True)
+    try:
+        t.stream.emit(Status(state="paused"))
+        got = poll_until(feed, lambda g: any(f.kind == "heartbeat" and f.state == "paused" for f in g))
+        beat = next(f for f in got if f.kind == "heartbeat" and f.state == "paused")
+        assert beat.last_seq == 1 and beat.seq == 1 and beat.run_id == "run-a"
+        assert [f.seq for f in got if f.kind != "heartbeat"] == [0, 1]  # beats take no seq of their own
+    finally:
+        feed.close()
+        t.close()
+
+
+def test_ui_requests_go_through_the_feed(trainer):
+    feed = LiveFeed(trainer.publisher.endpoint, trainer.control.endpoint)
+    try:
+        ids = [feed.send("pause"), feed.send("step", n="x")]
+        got = poll_until(feed, lambda g: len([x for x in g if isinstance(x, ControlReply)]) == 2, on_idle=trainer.answer)
+        replies = {r.id: r for r in got if isinstance(r, ControlReply)}
+        assert replies[ids[0]].ok and replies[ids[0]].cmd == "pause"
+        assert not replies[ids[1]].ok and "n must be an integer" in replies[ids[1]].error
+    finally:
+        feed.close()
+
+
+def test_publisher_never_blocks_and_counts_what_it_drops(tmp_path):
+    pub = Publisher(LOOPBACK)
+    frame = StepMetrics(run_id="r", seq=0)
+    payload = b"x" * 100
+    total = publisher.QUEUE_SIZE * 3
+    for _ in range(total):
+        pub.write_frame(frame, payload)  # no subscriber, tiny queue: returns at once, every time
+    pub.close()
+    assert pub.published + pub.dropped == total
+
+
+def test_busy_port_is_a_user_error(trainer):
+    from lorascope.protocol.errors import UserError
+
+    with pytest.raises(UserError, match="cannot bind .*address already in use"):
+        Publisher(trainer.publisher.endpoint)
