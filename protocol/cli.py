@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("lorascope.tui.cli", "show two recorded runs side by side"),
     "inspect": ("lorascope.protocol.inspect", "summarise a recording without opening the UI"),
     "control": ("lorascope.protocol.control_cli", "send one control request (pause, resume, step, save, stop) to a trainer"),
+    "keys": ("lorascope.protocol.keys_cli", "create CurveZMQ keys for binding beyond loopback"),
     "edit": ("lorascope.trainer.edits_cli", "apply manual logit edits from a file to a running trainer"),
     "estimate": ("lorascope.trainer.resources", "estimate memory for a model, batch and length before training"),
     "rank": ("lorascope.trainer.rank", "score a dataset at the base model and write a curriculum order"),
