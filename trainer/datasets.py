@@ -14,6 +14,7 @@ is a UserError naming `file:line` and what is wrong.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,3 +348,45 @@ def collate(examples: list[Example], pad_id: int):
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels,
             "example_ids": [e.example_id for e in examples]}
+
+
+class BatchPlan:
+    """Which examples each optimizer step trains on: epochs laid end to end, `per_step` examples a step.
+
+    Step k takes positions [k·per_step, (k+1)·per_step) of the endless sequence of
+    epoch orders, so a resumed run at step k picks up exactly where it left off.
+    Under several processes each rank takes its own slice of every micro-batch.
+    """
+
+    def __init__(self, data: TrainingData, *, batch_size: int, grad_accum: int, seed: int, shuffle: bool,
+                 order: list[int] | None = None, world: int = 1, rank: int = 0):
+        self.data, self.batch_size, self.grad_accum = data, batch_size, grad_accum
+        self.seed, self.shuffle, self.order = seed, shuffle, order
+        self.world, self.rank = world, rank
+        self.per_step = batch_size * grad_accum * world
+        self._orders: dict[int, list[int]] = {}
+        self.epoch_size = len(order) if order is not None else len(data.examples)
+
+    def steps_for_epochs(self, epochs: float) -> int:
+        return max(1, math.ceil(epochs * self.epoch_size / self.per_step))
+
+    def epoch_at(self, step: int) -> float:
+        """Epochs completed after `step` optimizer steps."""
+        return step * self.per_step / self.epoch_size
+
+    def micro_batches(self, step: int) -> list[list[Example]]:
+        """This rank's micro-batches of optimizer step `step` (0-based)."""
+        start = step * self.per_step
+        positions = [self._position(start + i) for i in range(self.per_step)]
+        batches = []
+        for micro in range(self.grad_accum):
+            chunk = positions[(micro * self.world + self.rank) * self.batch_size:][: self.batch_size]
+            batches.append([self.data.examples[p] for p in chunk])
+        return batches
+
+    def _position(self, index: int) -> int:
+        epoch, offset = divmod(index, self.epoch_size)
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(len(self.data.examples), seed=self.seed, epoch=epoch,
+                                               shuffle=self.shuffle, order=self.order)}
+        return self._orders[epoch][offset]
