@@ -60,6 +60,7 @@ class LorascopeApp(App):
         self._inbox: deque = deque()
         self._wake_pending = threading.Event()
         self._drawn_revision = -1
+        self._last_feed_error = ""
 
     @classmethod
     def live(cls, pub: str, control: str | None = None) -> "LorascopeApp":
@@ -141,7 +142,7 @@ class LorascopeApp(App):
 
         worker = get_current_worker()
         try:
-            feed = LiveFeed(self.pub, self.control)
+            feed = LiveFeed(self.pub, self.control, heartbeats=True)
         except Exception as exc:  # bad endpoint etc.: show it, don't crash the UI
             self.post_message(FeedFailed(str(exc)))
             return
@@ -158,7 +159,7 @@ class LorascopeApp(App):
                     if not self._wake_pending.is_set():
                         self._wake_pending.set()
                         self.post_message(FramesArrived())
-                status = (feed.state, feed.frames_received, feed.gaps_filled)
+                status = (feed.state, feed.frames_received, feed.gaps_filled, feed.error)
                 if status != last:
                     last = status
                     self.post_message(FeedStatus(*status))
@@ -201,6 +202,9 @@ class LorascopeApp(App):
         self.state.connection = message.connection
         self.state.frames_received = message.frames_received
         self.state.gaps_filled = message.gaps_filled
+        if message.error and message.error != self._last_feed_error:
+            self.notify(message.error, severity="warning", timeout=6)
+        self._last_feed_error = message.error
         self.state.touch()
 
     def on_feed_failed(self, message: FeedFailed) -> None:

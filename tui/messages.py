@@ -22,6 +22,7 @@ class FeedStatus(Message):
     connection: str
     frames_received: int
     gaps_filled: int
+    error: str = ""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, FeedStatus)

@@ -186,55 +186,68 @@ def _edits(step: int) -> list[EditUpdate]:
     return out
 
 
-def write_synthetic_run(path: str | Path, steps: int = 60, *, layers: int = 30, seed: int = 0,
-                        deltas_every: int = 5, shifts_every: int = 5, volatility_every: int = 1,
-                        batch: int = 4, with_edits: bool = True, loss_offset: float = 0.0) -> Path:
-    """Write `steps` optimizer steps of a synthetic run to `path` and return it."""
+def synthetic_frames(steps: int = 60, *, layers: int = 30, seed: int = 0, deltas_every: int = 5,
+                     shifts_every: int = 5, volatility_every: int = 1, batch: int = 4, with_edits: bool = True,
+                     loss_offset: float = 0.0):
+    """The frames of a synthetic run, in order, with fixed wall times (seq/run_id left to the stream)."""
     rng = random.Random(seed)
     cadences = {"weight_delta": deltas_every, "logit_shift": shifts_every, "volatility": volatility_every, "resources": 10}
-    recorder = RunRecorder(path)
-    stream = FrameStream(RUN_ID if seed == 0 else f"synthetic-{seed:04d}", sinks=[recorder])
 
-    def emit(frame, step):
-        frame.wall_time = T0 + step * STEP_SECONDS + 0.001 * frame.__class__.__name__.__len__()
-        stream.emit(frame)
+    def at(frame, step):
+        frame.wall_time = T0 + step * STEP_SECONDS
+        return frame
 
-    emit(_run_start(layers, steps, cadences), 0)
-    emit(Status(step=0, state="running"), 0)
-    emit(_shifts(0), 0)
-    prev_delta, dispersions, rss = 0, [], 900_000_000
+    yield at(_run_start(layers, steps, cadences), 0)
+    yield at(Status(step=0, state="running"), 0)
+    yield at(_shifts(0), 0)
+    prev_delta, dispersions, rss, loss = 0, [], 900_000_000, 0.0
     for step in range(1, steps + 1):
         loss = 2.2 * math.exp(-step / 25) + 0.7 + 0.15 * math.sin(step / 3) + 0.05 * rng.random() + loss_offset
         lr = 2e-4 * min(1.0, step / 10) * (0.5 + 0.5 * math.cos(math.pi * step / steps))
-        emit(StepMetrics(step=step, loss=loss, lr=lr, grad_norm=0.8 + 0.1 * rng.random(), tokens=480,
-                         tokens_per_s=240.0, step_time=STEP_SECONDS, epoch=step / 80,
-                         aux_loss=0.3 * math.exp(-(step - 20) / 6) if with_edits and 20 < step <= 36 else 0.0), step)
+        yield at(StepMetrics(step=step, loss=loss, lr=lr, grad_norm=0.8 + 0.1 * rng.random(), tokens=480,
+                             tokens_per_s=240.0, step_time=STEP_SECONDS, epoch=step / 80,
+                             aux_loss=0.3 * math.exp(-(step - 20) / 6) if with_edits and 20 < step <= 36 else 0.0), step)
         if step % volatility_every == 0:
-            emit(_volatility(step, batch, 320, rng, dispersions), step)
+            yield at(_volatility(step, batch, 320, rng, dispersions), step)
         if step % deltas_every == 0:
-            emit(_deltas(step, layers, prev_delta, rng, seed), step)
+            yield at(_deltas(step, layers, prev_delta, rng, seed), step)
             prev_delta = step
         if step % shifts_every == 0:
-            emit(_shifts(step), step)
+            yield at(_shifts(step), step)
         if step % 10 == 0:
             rss = min(rss + 3_000_000, 1_100_000_000)
-            emit(Resources(step=step, peak_bytes=rss, current_bytes=rss - 50_000_000, source="rss",
-                           estimate_total=776_000_000), step)
+            yield at(Resources(step=step, peak_bytes=rss, current_bytes=rss - 50_000_000, source="rss",
+                               estimate_total=776_000_000), step)
         if with_edits:
             for edit in _edits(step):
-                emit(edit, step)
+                yield at(edit, step)
             if step == 24:
-                emit(Status(step=step, state="paused", message="paused from the UI"), step)
+                yield at(Status(step=step, state="paused", message="paused from the UI"), step)
             if step == 26:
-                emit(Status(step=step, state="running"), step)
+                yield at(Status(step=step, state="running"), step)
             if step == 25:
-                emit(Continuation(step=step, probe_id="capital_fr", base_text=" Paris. It is known for the Eiffel Tower.",
-                                  tuned_text=" Lyon, a city on the Rhône.", max_new_tokens=12), step)
+                yield at(Continuation(step=step, probe_id="capital_fr",
+                                      base_text=" Paris. It is known for the Eiffel Tower.",
+                                      tuned_text=" Lyon, a city on the Rhône.", max_new_tokens=12), step)
         if step % 50 == 0:
-            emit(Checkpoint(step=step, path=f"runs/{RUN_ID}/checkpoint-{step}", reason="periodic"), step)
-    emit(Status(step=steps, state="finished"), steps)
-    emit(RunEnd(step=steps, reason="finished", final_loss=loss, steps=steps, adapter_path=f"runs/{RUN_ID}/adapter"), steps)
+            yield at(Checkpoint(step=step, path=f"runs/{RUN_ID}/checkpoint-{step}", reason="periodic"), step)
+    yield at(Status(step=steps, state="finished"), steps)
+    yield at(RunEnd(step=steps, reason="finished", final_loss=loss, steps=steps, adapter_path=f"runs/{RUN_ID}/adapter"),
+             steps)
+
+
+def run_id_for(seed: int) -> str:
+    return RUN_ID if seed == 0 else f"synthetic-{seed:04d}"
+
+
+def write_synthetic_run(path: str | Path, steps: int = 60, *, seed: int = 0, **options) -> Path:
+    """Write `steps` optimizer steps of a synthetic run to `path` (see `synthetic_frames`) and return it."""
+    recorder = RunRecorder(path)
+    stream = FrameStream(run_id_for(seed), sinks=[recorder])
+    for frame in synthetic_frames(steps, seed=seed, **options):
+        stream.emit(frame)
     stream.close()
+    recorder.close()
     return Path(path)
 
 

@@ -109,7 +109,7 @@ class Heatmap(Widget, can_focus=True):
         text.append("\n")
         text.append("   ", style="dim")
         for module in self.module_names:
-            label = SHORT_MODULES.get(module, module)[: width - 1] if width < 5 else module[:width]
+            label = module if len(module) <= width - 1 else SHORT_MODULES.get(module, module)[: width - 1]
             text.append(label.center(width)[:width], style="bold")
         if not self.grid:
             text.append("\n  no weight deltas yet", style="dim italic")

@@ -1,0 +1,68 @@
+"""Snapshot tests: every screen at fixed steps of fixed recordings, at 80×24 and 160×48.
+
+Update with `make snapshots` (pytest --snapshot-update) and review the SVGs by eye.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SAMPLE_RUNS
+from lorascope.tui.app import LorascopeApp
+
+SMALL, LARGE = (80, 24), (160, 48)
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_replay_dashboard_mid_run(snap_compare, synthetic_run, size):
+    """Step 30: edit e1 active, e2 requested, spikes in the table, heatmap compact at 80×24."""
+    assert snap_compare(LorascopeApp.replay(synthetic_run, start_step=30), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_replay_dashboard_end(snap_compare, synthetic_run, size):
+    """Last step: finished, continuation of capital_fr shown base vs tuned, e1 achieved, e2 failed."""
+    assert snap_compare(LorascopeApp.replay(synthetic_run), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("panel", ["1", "2", "3", "4"], ids=["loss", "heatmap", "probes", "volatility"])
+def test_zoomed_panel(snap_compare, synthetic_run, panel):
+    """Each panel zoomed to the whole 80×24 screen (the heatmap then shows all 30 layers)."""
+    assert snap_compare(LorascopeApp.replay(synthetic_run, start_step=45), press=[panel, "z"],
+                        terminal_size=SMALL, run_before=settle)
+
+
+def test_heatmap_since_last_large(snap_compare, synthetic_run):
+    """160×48, heatmap in since-last mode: one layer per row with numbers in the cells."""
+    assert snap_compare(LorascopeApp.replay(synthetic_run, start_step=40), press=["2", "m", "m", "z"],
+                        terminal_size=LARGE, run_before=settle)
+
+
+def test_partial_utf8_probe(snap_compare, synthetic_run):
+    """The Russian probe: its top next token is half a Cyrillic letter, shown as \\xd0, never as U+FFFD."""
+    assert snap_compare(LorascopeApp.replay(synthetic_run, start_step=50), press=["3", "down"],
+                        terminal_size=SMALL, run_before=settle)
+
+
+def test_help(snap_compare, synthetic_run):
+    assert snap_compare(LorascopeApp.replay(synthetic_run, start_step=10), press=["question_mark"],
+                        terminal_size=SMALL, run_before=settle)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_compare(snap_compare, synthetic_run, synthetic_run_b, size):
+    """Loss curves overlaid, heatmap B − A, the same probe in both runs."""
+    assert snap_compare(LorascopeApp.compare(synthetic_run, synthetic_run_b), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("run", SAMPLE_RUNS, ids=[p.stem for p in SAMPLE_RUNS])
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_sample_run(snap_compare, run, size):
+    """Each recorded real run in sample_runs/, at its last step."""
+    assert snap_compare(LorascopeApp.replay(run), terminal_size=size, run_before=settle)
