@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import UserError
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `lorascope inspect run.lsr | head`: the reader left; that is not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 def _takes_name(module) -> bool:
