@@ -11,7 +11,9 @@ from .control import LOOP_COMMANDS, ControlClient, ControlError
 from .endpoints import DEFAULT_CONTROL
 from .errors import UserError
 
-COMMANDS = ("hello", "ping", "snapshot") + tuple(c for c in LOOP_COMMANDS if c not in ("edit", "cancel_edit", "continue"))
+# edit/cancel_edit/continue take structured arguments: `lorascope edit` and the UI send those.
+# `status` is a command the trainer adds (ControlServer extra_commands).
+COMMANDS = ("hello", "ping", "snapshot", "status") + tuple(c for c in LOOP_COMMANDS if c not in ("edit", "cancel_edit", "continue"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
