@@ -43,11 +43,11 @@ class LorascopeApp(App):
     ]
 
     def __init__(self, mode: str, *, run_path=None, run_b=None, pub: str | None = None,
-                 control: str | None = None, start_step: int | None = None) -> None:
+                 control: str | None = None, start_step: int | None = None, curve_dir: str | None = None) -> None:
         super().__init__()
         self.mode = mode
         self.run_path, self.run_b = run_path, run_b
-        self.pub, self.control = pub, control
+        self.pub, self.control, self.curve_dir = pub, control, curve_dir
         self.start_step = start_step
         self.state = RunState()
         self.state.connection = "connecting" if mode == "live" else "replay"
@@ -57,14 +57,15 @@ class LorascopeApp(App):
         self.replies: list = []
         """Every ControlReply received (newest last)."""
         self.frames_applied = 0
+        """Run frames folded into the state (heartbeats not counted)."""
         self._inbox: deque = deque()
         self._wake_pending = threading.Event()
         self._drawn_revision = -1
         self._last_feed_error = ""
 
     @classmethod
-    def live(cls, pub: str, control: str | None = None) -> "LorascopeApp":
-        return cls("live", pub=pub, control=control)
+    def live(cls, pub: str, control: str | None = None, curve_dir: str | None = None) -> "LorascopeApp":
+        return cls("live", pub=pub, control=control, curve_dir=curve_dir)
 
     @classmethod
     def replay(cls, path, start_step: int | None = None) -> "LorascopeApp":
@@ -142,7 +143,7 @@ class LorascopeApp(App):
 
         worker = get_current_worker()
         try:
-            feed = LiveFeed(self.pub, self.control, heartbeats=True)
+            feed = LiveFeed(self.pub, self.control, heartbeats=True, curve_dir=self.curve_dir)
         except Exception as exc:  # bad endpoint etc.: show it, don't crash the UI
             self.post_message(FeedFailed(str(exc)))
             return
@@ -175,7 +176,7 @@ class LorascopeApp(App):
 
     def absorb(self, limit: int) -> int:
         """Fold up to `limit` waiting frames into the state; control replies become notifications."""
-        from lorascope.protocol.frames import Frame
+        from lorascope.protocol.frames import Frame, Heartbeat
 
         n = 0
         while self._inbox and n < limit:
@@ -183,7 +184,8 @@ class LorascopeApp(App):
             n += 1
             if isinstance(item, Frame):
                 self.state.apply(item)
-                self.frames_applied += 1
+                if not isinstance(item, Heartbeat):  # heartbeats are not part of the run's history
+                    self.frames_applied += 1
             else:
                 self.on_control_reply(item)
         return n

@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help=f"the trainer's publisher (default {DEFAULT_WATCH}); "
                                  "a run directory with endpoints.json works too")
         parser.add_argument("--control", help="the trainer's control endpoint (default: publisher port + 1)")
+        parser.add_argument("--curve-dir", help="CurveZMQ key folder, for a trainer bound beyond loopback")
     elif name == "replay":
         parser.add_argument("run_file", help="a recording (.lsr), or a run directory containing run.lsr")
         parser.add_argument("--step", type=int, help="open at this step (default: the last)")
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.command == "watch":
         pub, control = resolve_watch(args.endpoint, args.control)
-        app = LorascopeApp.live(pub, control)
+        app = LorascopeApp.live(pub, control, curve_dir=args.curve_dir)
     elif args.command == "replay":
         path = resolve_recording(args.run_file)
         from lorascope.protocol.recording import RunReader
