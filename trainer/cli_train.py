@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from lorascope.protocol.errors import UserError
@@ -64,6 +65,7 @@ def _quiet_libraries() -> None:
     """Our progress line is the one progress display: silence the libraries' bars and info logs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes are not the user's business
     try:
         from transformers.utils import logging as hf_logging
 

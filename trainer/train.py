@@ -268,7 +268,8 @@ def _scripted_edits(path: str) -> list[dict]:
 def _end_run(reason, message, step, loss_value, save, stream, control, observers, progress, server, previous_sigint):
     adapter_path = ""
     try:
-        adapter_path = save(step, {"finished": "end", "interrupted": "interrupt"}.get(reason, reason), name="adapter")
+        adapter_path = save(step, {"finished": "end", "interrupted": "interrupt", "stopped": "stop"}.get(reason, reason),
+                            name="adapter")
     except Exception as exc:  # noqa: BLE001 - still close the recording properly
         message = message or f"final save failed: {exc}"
     state = {"finished": "finished", "failed": "failed"}.get(reason, "stopped")
