@@ -25,7 +25,7 @@ import zmq
 from .endpoints import DEFAULT_CONTROL
 from .errors import UserError
 from .frames import PROTOCOL_MAJOR, PROTOCOL_MINOR
-from .publisher import bind_socket
+from .publisher import bind_socket, release_port
 from .security import check_bind, release_server, secure_client, secure_server
 from .snapshot import RecordingSource
 
@@ -211,6 +211,7 @@ class ControlServer:
                         self._handle(parts, streams)
                 streams = [s for s in streams if self._pump(s)]
         finally:
+            release_port(self._sock, self.endpoint)
             self._sock.close()
             self._source.close()
 

@@ -36,6 +36,14 @@ def bind_socket(sock: zmq.Socket, bind: str) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
+def release_port(sock: zmq.Socket, endpoint: str) -> None:
+    """Unbind before closing: a close frees the port only later, on ZeroMQ's I/O thread."""
+    try:
+        sock.unbind(endpoint)
+    except zmq.ZMQError:
+        pass
+
+
 class Publisher:
     """A sink: publishes each frame as multipart [kind, payload]; heartbeats when idle.
 
@@ -105,6 +113,7 @@ class Publisher:
                 self.published += 1
                 last_sent = time.monotonic()
         finally:
+            release_port(self._sock, self.endpoint)
             self._sock.close(linger=1000)  # let the last frames (run end) reach connected subscribers
 
     def _send(self, frame: Frame, payload: bytes) -> None:

@@ -25,9 +25,13 @@ class Trainer:
     """The trainer's half, as lorascope.trainer wires it: recorder first, then publisher, plus control."""
 
     def __init__(self, tmp_path, run_id="run-a", pub=LOOPBACK, control=LOOPBACK, drop=lambda seq: False):
-        self.recorder = RunRecorder(tmp_path / f"{run_id}.lsr")
         self.publisher = Publisher(pub)
-        self.control = ControlServer(control, recording=self.recorder.path, run_id=run_id, pub_endpoint=self.publisher.endpoint)
+        try:
+            self.control = ControlServer(control, recording=tmp_path / f"{run_id}.lsr", run_id=run_id, pub_endpoint=self.publisher.endpoint)
+        except BaseException:
+            self.publisher.close()
+            raise
+        self.recorder = RunRecorder(tmp_path / f"{run_id}.lsr")  # the control server may start before the file exists
         _lose_on_the_wire(self.publisher, drop)
         self.stream = FrameStream(run_id, [self.recorder, self.publisher])
         self.stream.emit(RunStart(model="tiny", total_steps=10_000))
@@ -217,7 +221,7 @@ def test_trainer_restart_with_a_new_run_starts_over(tmp_path):
         got = _frames(poll_until(feed, lambda g: len(g) >= 6))
         assert [f.run_id for f in got] == ["run-1"] * 6
         first.close()
-        second = Trainer(tmp_path, run_id="run-2", pub=pub, control=ctl)
+        second = _retry_bind(lambda: Trainer(tmp_path, run_id="run-2", pub=pub, control=ctl))
         try:
             second.steps(3)
             got = _frames(poll_until(feed, lambda g: len(g) >= 4 and feed.run_id == "run-2"))
@@ -227,6 +231,20 @@ def test_trainer_restart_with_a_new_run_starts_over(tmp_path):
             second.close()
     finally:
         feed.close()
+
+
+def _retry_bind(make, attempts: int = 50):
+    """A closed socket frees its port on ZeroMQ's I/O thread, a moment later; a restarting trainer waits too."""
+    from lorascope.protocol.errors import UserError
+
+    for _ in range(attempts - 1):
+        try:
+            return make()
+        except UserError as exc:
+            if "already in use" not in str(exc):
+                raise
+            time.sleep(0.05)
+    return make()
 
 
 def test_silence_makes_the_feed_stale(tmp_path, monkeypatch):
