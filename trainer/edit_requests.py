@@ -54,7 +54,7 @@ def check_edit_fields(args: Any) -> list[str]:
     budget = args.get("budget")
     if budget is not None and (not _is_int(budget) or budget < 1):
         errors.append(f"budget: must be an integer ≥ 1 (steps), got {budget!r}")
-    return errors
+    return sorted(errors, key=_field_order)
 
 
 def validate_edit_request(

@@ -97,8 +97,9 @@ def _json_list(path: Path, text: str) -> list[tuple[str, Any]]:
             break
         line = text.count("\n", 0, i) + 1
         raise UserError(f"{path}:{line}: expected ',' or ']' after an edit")
-    if text[i + 1 :].strip():
-        raise UserError(f"{path}:{text.count(chr(10), 0, i) + 1}: text after the closing ']'")
+    rest = _skip_space(text, i + 1)
+    if rest < len(text):
+        raise UserError(f"{path}:{text.count(chr(10), 0, rest) + 1}: text after the closing ']'")
     return entries
 
 
