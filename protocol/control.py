@@ -33,6 +33,9 @@ from .snapshot import RecordingSource
 LOOP_COMMANDS = ("pause", "resume", "step", "save", "stop", "edit", "cancel_edit", "continue")
 # Commands the control thread answers itself.
 SERVER_COMMANDS = ("hello", "ping", "snapshot")
+# Reply messages queued per client before the server waits for it to read (a snapshot chunk is up
+# to 1 MiB, so this bounds the memory one slow client can pin).
+SNAPSHOT_WINDOW = 64
 
 
 class ControlError(Exception):
@@ -143,6 +146,7 @@ class ControlServer:
         # Mandatory routing: at the high-water mark a send says EAGAIN instead of dropping, so a
         # long snapshot is paced to the client instead of silently losing chunks.
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._sock.setsockopt(zmq.SNDHWM, SNAPSHOT_WINDOW)
         self._curve = curve_dir is not None
         try:
             if curve_dir is not None:

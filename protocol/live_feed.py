@@ -24,9 +24,10 @@ from typing import Any
 import msgpack
 import zmq
 
-from .codec import ProtocolError, check_version, dict_to_frame
+from .codec import ProtocolError, ProtocolVersionError, check_version, dict_to_frame
 from .control import ControlReply
 from .endpoints import DEFAULT_PUB, control_endpoint_for
+from .errors import UserError
 from .frames import Frame
 from .security import secure_client
 
@@ -93,14 +94,20 @@ class LiveFeed:
         sub.setsockopt(zmq.RCVHWM, 100_000)
         dealer = self._ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.RCVHWM, 64)  # snapshot chunks wait in the trainer, not here, while we catch up
         if self.curve_dir is not None:
             secure_client(sub, self.curve_dir)
             secure_client(dealer, self.curve_dir)
         topics = [k.encode() for k in self.kinds] + [b"heartbeat"] if self.kinds is not None else [b""]
         for topic in topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
-        sub.connect(self.pub_endpoint)  # subscribe first, then ask for the history
-        dealer.connect(self.control_endpoint)
+        for sock, endpoint in ((sub, self.pub_endpoint), (dealer, self.control_endpoint)):
+            try:
+                sock.connect(endpoint)  # SUB first: subscribe, then ask for the history
+            except zmq.ZMQError as exc:
+                sub.close()
+                dealer.close()
+                raise UserError(f"cannot connect to {endpoint}: {zmq.strerror(exc.errno)}") from None
         self._sub, self._dealer = sub, dealer
         self._synced = False
         self._last_progress = time.monotonic()
@@ -154,7 +161,7 @@ class LiveFeed:
     def poll(self, timeout_ms: int = 100) -> list[Frame | ControlReply]:
         """Frames in seq order and replies to `send`; waits up to timeout_ms when there is nothing yet."""
         if self._sub is None:
-            return []
+            return self._take_ready()  # closed, or stopped by an incompatible trainer (see `error`)
         while True:
             try:
                 req_id, cmd, args = self._outbox.get_nowait()
@@ -167,11 +174,20 @@ class LiveFeed:
         poller.register(self._sub, zmq.POLLIN)
         poller.register(self._dealer, zmq.POLLIN)
         events = dict(poller.poll(wait))
-        if self._dealer in events:
-            self._drain(self._dealer, self._on_reply)
-        if self._sub in events:
-            self._drain(self._sub, self._on_live)
-        self._check_time()
+        try:
+            if self._dealer in events:
+                self._drain(self._dealer, self._on_reply)
+            if self._sub in events and self._sub is not None:
+                self._drain(self._sub, self._on_live)
+            self._check_time()
+        except ProtocolVersionError as exc:
+            # A trainer newer than this client: say so (naming both versions) and stop, rather than misread it.
+            self.error = str(exc)
+            self._close_sockets()
+            self.state = "disconnected"
+        return self._take_ready()
+
+    def _take_ready(self) -> list:
         out = []
         while self._ready and len(out) < MAX_PER_POLL:
             out.append(self._ready.popleft())
@@ -188,9 +204,10 @@ class LiveFeed:
         self.close()
 
     # ----------------------------------------------------------------- incoming
-    @staticmethod
-    def _drain(sock: zmq.Socket, handle, limit: int = 20_000) -> None:
+    def _drain(self, sock: zmq.Socket, handle, limit: int = 20_000) -> None:
         for _ in range(limit):
+            if len(self._ready) >= 2 * MAX_PER_POLL:
+                return  # let the caller take these first; the sockets' queues hold the rest
             try:
                 parts = sock.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -275,23 +292,36 @@ class LiveFeed:
             self._snap_id = None
             self._finish_sync(-1)
             return
-        self._snap_frames.extend(data.get("frames", []))
-        if data.get("more"):
-            return
-        self._snap_id = None
-        for payload in self._snap_frames:
+        newest = -1
+        for payload in data.get("frames", []):
             try:
                 frame_map = msgpack.unpackb(payload, raw=False, strict_map_key=False)
             except Exception:
                 continue
             if isinstance(frame_map, dict) and frame_map.get("run_id") == self.run_id and isinstance(frame_map.get("seq"), int):
                 self._pending.setdefault(frame_map["seq"], frame_map)
-        self._snap_frames = []
+                newest = max(newest, frame_map["seq"])
+        if data.get("more"):
+            self._deliver_chunk(newest)  # a long history flows out as it comes, not all at the end
+            return
+        self._snap_id = None
         filling = self._synced
         before = self.last_seq
         self._finish_sync(int(data.get("last_seq", -1)))
         if filling and self.last_seq > before:
             self.gaps_filled += 1
+
+    def _deliver_chunk(self, up_to: int) -> None:
+        """Deliver what a snapshot chunk made available, in order, without skipping or asking."""
+        pending = self._pending
+        if self.kinds is not None:  # filtered seqs jump by design
+            for seq in sorted(s for s in pending if s <= up_to):
+                data = pending.pop(seq)
+                if seq > self.last_seq:
+                    self._deliver(data)
+            return
+        while self.last_seq + 1 in pending:
+            self._deliver(pending.pop(self.last_seq + 1))
 
     def _finish_sync(self, snapshot_last: int) -> None:
         if not self._synced:
@@ -300,26 +330,26 @@ class LiveFeed:
         self._advance(skip_gap_up_to=snapshot_last)
 
     def _advance(self, skip_gap_up_to: int | None = None) -> None:
-        """Deliver pending frames in seq order; on a gap ask for it (or skip it after a fill)."""
+        """Deliver pending frames in seq order; on a gap ask for it (or skip it once a fill has answered)."""
         pending = self._pending
-        for seq in [s for s in pending if s <= self.last_seq]:
-            del pending[seq]  # duplicates: the snapshot already had them
-        while pending:
-            nxt = self.last_seq + 1
-            if nxt in pending:
-                self._deliver(pending.pop(nxt))
-                continue
-            lowest = min(pending)
-            filter_gap = self.kinds is not None  # filtered seqs jump by design
-            answered = skip_gap_up_to is not None and lowest - 1 <= max(skip_gap_up_to, self.last_seq)
-            if filter_gap or not self._history or answered:
-                if not filter_gap:
-                    self.gaps_skipped += 1
-                self.last_seq = lowest - 1
-                continue
-            if self._snap_id is None:
-                self._ask_snapshot(nxt, lowest - 1)
+        if not pending:
             return
+        if skip_gap_up_to is None and self._snap_id is not None and self.last_seq + 1 not in pending:
+            return  # waiting for a fill: nothing can move yet
+        for seq in sorted(pending):
+            if seq <= self.last_seq:
+                del pending[seq]  # a duplicate: the snapshot already had it
+                continue
+            if seq > self.last_seq + 1:
+                filtered = self.kinds is not None  # filtered seqs jump by design
+                answered = skip_gap_up_to is not None and seq - 1 <= max(skip_gap_up_to, self.last_seq)
+                if not (filtered or not self._history or answered):
+                    if self._snap_id is None:
+                        self._ask_snapshot(self.last_seq + 1, seq - 1)
+                    return
+                if not filtered:
+                    self.gaps_skipped += 1  # the trainer could not send it either
+            self._deliver(pending.pop(seq))
 
     def _deliver(self, data: dict) -> None:
         self.last_seq = data["seq"]

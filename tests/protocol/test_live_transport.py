@@ -304,3 +304,75 @@ def test_busy_port_is_a_user_error(trainer):
 
     with pytest.raises(UserError, match="cannot bind .*address already in use"):
         Publisher(trainer.publisher.endpoint)
+
+
+def test_long_history_is_paced_and_complete(trainer):
+    trainer.steps(20_000)
+    feed = LiveFeed(trainer.publisher.endpoint, trainer.control.endpoint)
+    try:
+        got = _frames(poll_until(feed, lambda g: len(g) >= 20_001, timeout=60))
+        assert len(got) == 20_001 and all(f.seq == i for i, f in enumerate(got))
+    finally:
+        feed.close()
+
+
+def test_kind_filter_gets_only_those_kinds_in_order(trainer):
+    trainer.stream.emit(Status(state="running"))
+    trainer.steps(50)
+    feed = LiveFeed(trainer.publisher.endpoint, trainer.control.endpoint, kinds=["status", "run_start"])
+    try:
+        got = _frames(poll_until(feed, lambda g: len(g) >= 2))
+        trainer.steps(20)
+        trainer.stream.emit(Status(state="paused"))
+        got += _frames(poll_until(feed, lambda g: len(g) >= 1))
+        assert [(f.kind, getattr(f, "state", "")) for f in got] == [("run_start", ""), ("status", "running"), ("status", "paused")]
+        assert feed.gaps_skipped == 0
+    finally:
+        feed.close()
+
+
+def test_trainer_without_recording_still_streams(tmp_path):
+    pub = Publisher(LOOPBACK)
+    ctl = ControlServer(LOOPBACK, recording=None, run_id="norec", pub_endpoint=pub.endpoint)
+    stream = FrameStream("norec", [pub])
+    feed = LiveFeed(pub.endpoint, ctl.endpoint)
+    try:
+        poll_until(feed, lambda g: feed.state == "live")
+        assert "no recording" in feed.error
+        got = []
+        for step in range(100):  # the first frames may go before the subscription is in place
+            stream.emit(StepMetrics(step=step))
+            got += _frames(feed.poll(20))
+            if len(got) >= 3:
+                break
+        seqs = [f.seq for f in got]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    finally:
+        feed.close()
+        ctl.close()
+        stream.close()
+
+
+def test_a_newer_trainer_is_refused_with_both_versions():
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub_port = pub.bind_to_random_port("tcp://127.0.0.1")
+    feed = LiveFeed(f"tcp://127.0.0.1:{pub_port}", f"tcp://127.0.0.1:{port}")
+    try:
+        assert router.poll(5000)
+        ident, request = router.recv_multipart()
+        req = msgpack.unpackb(request, raw=False)
+        assert req["cmd"] == "hello"
+        reply = {"id": req["id"], "ok": True, "cmd": "hello", "data": {"run_id": "r", "protocol": [2, 0]}, "error": ""}
+        router.send_multipart([ident, msgpack.packb(reply)])
+        poll_until(feed, lambda g: feed.state == "disconnected", timeout=5)
+        assert feed.state == "disconnected" and "protocol 2.0" in feed.error and "1.x" in feed.error
+        assert feed.poll(10) == []
+    finally:
+        feed.close()
+        router.close()
+        pub.close()
