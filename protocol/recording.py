@@ -188,9 +188,10 @@ class RunReader:
     def payload_at(self, i: int) -> bytes:
         """The raw msgpack payload of record `i` of the index, crc-checked."""
         idx = self.index()
-        mm = self._map()
         start = idx.offsets[i] + RECORD_HEADER.size
-        payload = mm[start : start + idx.lengths[i]]  # type: ignore[index]
+        end = start + idx.lengths[i]
+        mm = self._mm if self._mm is not None and end <= self._mapped_size else self._map()  # remap only if it grew
+        payload = mm[start:end]  # type: ignore[index]
         crc = RECORD_HEADER.unpack_from(mm, idx.offsets[i])[2]  # type: ignore[arg-type]
         if zlib.crc32(payload) != crc:
             raise CorruptRecord(f"{self.path}: record seq={idx.seqs[i]} at byte {idx.offsets[i]} is corrupt (crc mismatch)")

@@ -183,3 +183,41 @@ def test_record_header_layout_is_what_the_spec_says():
     marker, length, crc, seq, step, kind = struct.unpack_from("<2s2xIIqq16s", record)
     assert (marker, length, seq, step, kind.rstrip(b"\0")) == (b"LR", 3, 5, 9, b"step")
     assert RECORD_HEADER.size == 44 and FILE_HEADER.size == 16
+
+
+def test_a_writer_killed_with_sigkill_leaves_a_readable_recording(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "killed.lsr"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from lorascope.protocol.frames import RunStart, StepMetrics\n"
+            "from lorascope.protocol.recording import RunRecorder\n"
+            "from lorascope.protocol.stream import FrameStream\n"
+            "s = FrameStream('k', [RunRecorder(sys.argv[1])])\n"
+            "s.emit(RunStart(model='m'))\n"
+            "step = 0\n"
+            "while True:\n"
+            "    step += 1\n"
+            "    s.emit(StepMetrics(step=step, loss=1.0))\n",
+            str(path),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < 200_000):
+            time.sleep(0.02)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    with RunReader(path) as reader:
+        frames = list(reader)
+    assert frames[0].kind == "run_start" and len(frames) > 500
+    assert [f.seq for f in frames] == list(range(len(frames)))  # every complete record, in order, none lost
