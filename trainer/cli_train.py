@@ -89,12 +89,12 @@ def _train_and_watch(cfg, args) -> int:
         child = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                  start_new_session=True)  # the terminal's Ctrl-C goes to the UI, not the trainer
     print(f"trainer pid {child.pid}, log {log_path}", file=sys.stderr)
-    endpoint = _wait_for_endpoint(run_dir, cfg.pub, child)
-    if endpoint is None:
+    ends = _wait_for_endpoints(run_dir, cfg, child)
+    if ends is None:
         print(f"lorascope train: the trainer exited with code {child.returncode} before it was ready; "
               f"see {log_path}:\n" + _tail(log_path), file=sys.stderr)
         return child.returncode or 1
-    watch = [sys.executable, "-m", "lorascope.protocol.cli", "watch", endpoint]
+    watch = [sys.executable, "-m", "lorascope.protocol.cli", "watch", ends["pub"], "--control", ends["control"]]
     if cfg.curve_dir:
         watch += ["--curve-dir", cfg.curve_dir]
     try:
@@ -116,20 +116,30 @@ def _train_and_watch(cfg, args) -> int:
     return ui_code
 
 
-def _wait_for_endpoint(run_dir: Path, pub: str, child: subprocess.Popen) -> str | None:
-    """The publish endpoint once the trainer has bound it (endpoints.json), or None if the child died."""
+def _wait_for_endpoints(run_dir: Path, cfg, child: subprocess.Popen) -> dict | None:
+    """{"pub", "control"} to connect to once the trainer has bound (endpoints.json), or None if it died."""
     deadline = time.monotonic() + ENDPOINTS_WAIT_S
     path = run_dir / "endpoints.json"
     while time.monotonic() < deadline:
         if path.is_file():
             try:
-                return json.loads(path.read_text(encoding="utf-8"))["pub"]
+                found = json.loads(path.read_text(encoding="utf-8"))
+                return {"pub": _local(found["pub"]), "control": _local(found["control"])}
             except (ValueError, KeyError):
                 pass
         if child.poll() is not None:
             return None
         time.sleep(0.1)
-    return pub  # still loading: a SUB socket connects whenever the trainer binds
+    # still loading: SUB and DEALER sockets connect whenever the trainer binds
+    return {"pub": _local(cfg.pub), "control": _local(cfg.control)}
+
+
+def _local(endpoint: str) -> str:
+    """A bind-anywhere address is reached from this machine through loopback."""
+    for anywhere in ("tcp://0.0.0.0:", "tcp://*:"):
+        if endpoint.startswith(anywhere):
+            return "tcp://127.0.0.1:" + endpoint[len(anywhere):]
+    return endpoint
 
 
 def _argv_from_config(cfg) -> list[str]:

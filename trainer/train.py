@@ -214,6 +214,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
             control.last_loss = loss_value
             for name in list(observers):
                 _observe(observers, name, step, stream, control)
+            if "volatility" not in observers:
+                vol = None  # switched off after a failure: stop capturing too
             if edits.has_active() or aux_value:
                 for frame in edits.after_step(step):
                     stream.emit(frame)
