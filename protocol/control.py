@@ -273,6 +273,8 @@ class ControlServer:
                 self._incoming.put(ControlRequest(self, envelope, req_id, cmd, args))
         except UserError as exc:  # a bad argument, or a recording we cannot read: say so, stay up
             self._send(envelope + [pack_reply(req_id, cmd, False, None, str(exc))])
+        except Exception as exc:  # noqa: BLE001 - the control thread must outlive any one request
+            self._send(envelope + [pack_reply(req_id, cmd, False, None, f"internal error in {cmd!r}: {type(exc).__name__}: {exc}")])
 
     def _hello(self) -> dict:
         last_seq, state = self._source.last_seq_and_state()

@@ -376,3 +376,16 @@ def test_a_newer_trainer_is_refused_with_both_versions():
         feed.close()
         router.close()
         pub.close()
+
+
+def test_a_plain_req_socket_can_say_hello(trainer):
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(trainer.control.endpoint)
+    try:
+        req.send(msgpack.packb({"id": "r1", "cmd": "hello"}))  # no args: they default to {}
+        assert req.poll(5000)
+        reply = msgpack.unpackb(req.recv(), raw=False)
+        assert reply["ok"] and reply["id"] == "r1" and reply["data"]["run_id"] == "run-a"
+    finally:
+        req.close()
