@@ -160,7 +160,7 @@ class LorascopeApp(App):
                     if not self._wake_pending.is_set():
                         self._wake_pending.set()
                         self.post_message(FramesArrived())
-                status = (feed.state, feed.frames_received, feed.gaps_filled, feed.error)
+                status = (feed.state, feed.frames_received, feed.gaps_filled, feed.error, getattr(feed, "gaps_skipped", 0))
                 if status != last:
                     last = status
                     self.post_message(FeedStatus(*status))
@@ -204,6 +204,7 @@ class LorascopeApp(App):
         self.state.connection = message.connection
         self.state.frames_received = message.frames_received
         self.state.gaps_filled = message.gaps_filled
+        self.state.frames_dropped = message.gaps_lost
         if message.error and message.error != self._last_feed_error:
             self.notify(message.error, severity="warning", timeout=6)
         self._last_feed_error = message.error

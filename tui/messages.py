@@ -23,6 +23,8 @@ class FeedStatus(Message):
     frames_received: int
     gaps_filled: int
     error: str = ""
+    gaps_lost: int = 0
+    """Gaps the trainer could not fill either (it keeps no recording): frames this UI never saw."""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, FeedStatus)

@@ -82,10 +82,12 @@ class ReplayModel:
         if not n:
             return []
         positions = self.positions_by_kind[kind]
-        if n <= points:
-            chosen = range(n)
-        else:
-            chosen = sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
+        # A grid fixed by the whole recording (not by the cursor), so scrubbing finds its frames in the cache.
+        total = len(positions)
+        stride = max(1, -(-total // points))
+        chosen = list(range(0, n, stride))
+        if chosen[-1] != n - 1:
+            chosen.append(n - 1)
         return [self.frame_at(positions[i]) for i in chosen]
 
     def _all_upto(self, kind: str, step: int) -> list:

@@ -131,7 +131,7 @@ def _shifts(step: int) -> LogitShifts:
             # Earlier positions shift less; the last one carries the answer.
             weight = (pos + 1) / len(tokens)
             base = _softmax([c[2] - 0.3 * pos for c in cands])
-            tuned = _softmax([c[2] - 0.3 * pos + c[3] * step * weight * 4 for c in cands])
+            tuned = _softmax([c[2] - 0.3 * pos + c[3] * min(step, 120) * weight * 4 for c in cands])
             kl = sum(b * math.log(b / t) for b, t in zip(base, tuned))
             top = [TokenProb(c[0], c[1].decode("utf-8", errors="replace"), b, t, c[1])
                    for c, b, t in zip(cands, base, tuned)][:5]

@@ -1,0 +1,58 @@
+"""The run-state model: bounded memory on long runs, a new run resets it, derived figures come from frames."""
+
+from __future__ import annotations
+
+import math
+
+from synthetic_run import synthetic_frames
+
+from lorascope.protocol.frames import RunStart, Spike, StepMetrics, Volatility
+from lorascope.tui.history import History
+from lorascope.tui.run_state import MAX_SPIKES, RunState
+
+
+def test_history_stays_bounded_and_keeps_the_shape():
+    history = History(("loss",), capacity=256)
+    for step in range(100_000):
+        history.append(step, loss=10.0 - step / 10_000)
+    xs, ys = history.points("loss")
+    assert len(xs) <= 256 and history.stride >= 256
+    assert xs[0] < 1_000 and xs[-1] > 99_000  # the whole run is still covered
+    assert all(a > b for a, b in zip(ys, ys[1:]))  # and a falling curve still falls
+    assert math.isclose(ys[-1], 10.0 - 99_999 / 10_000, abs_tol=0.05)
+
+
+def test_history_skips_missing_values():
+    history = History(("loss", "lr"), capacity=8)
+    history.append(1, loss=2.0)
+    history.append(2, loss=1.0, lr=0.1)
+    assert history.points("lr") == ([2], [0.1])
+    assert history.points("loss") == ([1, 2], [2.0, 1.0])
+
+
+def test_spike_table_is_capped():
+    state = RunState()
+    for step in range(MAX_SPIKES * 3):
+        state.apply(Volatility(step=step, seq=step, spikes=[Spike(step, 1.0, 1.0, 4.0, 10, f"example {step}")]))
+    assert len(state.spikes) == MAX_SPIKES
+    assert state.spikes[0].step == MAX_SPIKES * 3 - 1  # newest first
+
+
+def test_a_new_run_on_the_same_endpoint_resets_the_state():
+    state = RunState()
+    state.connection = "live"
+    for frame in synthetic_frames(10):
+        frame.run_id = "first"
+        state.apply(frame)
+    assert state.step == 10 and state.run_end is not None
+    state.apply(RunStart(run_id="second", seq=0, total_steps=5))
+    assert state.run_id == "second" and state.step == 0 and state.run_end is None and len(state.history) == 0
+    assert state.connection == "live"  # the connection is not the run's
+
+
+def test_eta_and_rates_come_from_the_frames_not_the_clock():
+    state = RunState()
+    state.apply(RunStart(seq=0, total_steps=100))
+    for step in range(1, 11):
+        state.apply(StepMetrics(seq=step, step=step, loss=1.0, step_time=2.0, tokens_per_s=250.0))
+    assert state.eta_seconds() == 90 * 2.0
