@@ -48,7 +48,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     # ------------------------------------------------------------------ process and device
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda was asked for, but torch sees no CUDA device")
-    accelerator = Accelerator(cpu=cfg.device == "cpu")
+    # cpu=True also when no GPU is there: that is what makes accelerate form a gloo group under torchrun.
+    accelerator = Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
     is_main = accelerator.is_main_process
     set_seed(cfg.seed)
 
@@ -104,21 +105,24 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     _, layers, modules = adapted_linears(peft_model)
     logit_obs = LogitShiftObserver(peft_model, tokenizer, probes, anchors=anchors,
                                    every=cfg.logit_shift_every or 10 ** 9, top_k=cfg.top_k)
+    # Only the main process measures and publishes; under several processes the others just train.
     observers = {}
-    if cfg.weight_delta_every:
+    if cfg.weight_delta_every and is_main:
         observers["weight_delta"] = WeightDeltaObserver(peft_model, every=cfg.weight_delta_every)
-    if cfg.logit_shift_every:
+    if cfg.logit_shift_every and is_main:
         observers["logit_shift"] = logit_obs
     vol = None
-    if cfg.volatility_every:
+    if cfg.volatility_every and is_main:
         vol = VolatilityObserver(peft_model, every=cfg.volatility_every, spike_score=cfg.spike_score,
                                  snippet=data.snippet)
         observers["volatility"] = vol
     estimate = estimate_resources(peft_model.get_base_model().config, rank=cfg.rank, batch_size=cfg.batch_size,
                                   max_length=cfg.max_length, target_modules=targets)
-    if cfg.resources_every:
+    if cfg.resources_every and is_main:
         observers["resources"] = ResourceObserver(accelerator.device, every=cfg.resources_every,
                                                   estimate_total=estimate.total)
+    # Edits add a backward on the main process only, which DDP cannot reconcile: single process only.
+    multi = accelerator.num_processes > 1
     edits = EditManager(peft_model, tokenizer, probes, logit_obs)
     if edits_state:
         edits.load_state_dict(edits_state)
@@ -131,6 +135,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     progress = ProgressLine(total_steps, stream=progress_stream, enabled=cfg.progress and is_main)
 
     def save(step: int, reason: str, name: str | None = None) -> str:
+        if not is_main:
+            return ""
         state = {"epoch": plan.epoch_at(step), "run_id": run_id, "reason": reason, "edits": edits.state_dict(),
                  "config": cfg.resolved(target_modules=targets)}
         path = save_checkpoint(run_dir, peft_model, step=step, optimizer=optimizer, scheduler=scheduler,
@@ -138,7 +144,7 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
         stream.emit(Checkpoint(step=step, path=str(path), reason=reason))
         return str(path)
 
-    control = RunControl(control_server, stream, save=save, edits=edits, logit_observer=logit_obs,
+    control = RunControl(control_server, stream, save=save, edits=None if multi else edits, logit_observer=logit_obs,
                          total_steps=total_steps, progress=progress)
     previous_sigint = _on_interrupt(control)
 
@@ -156,6 +162,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
         estimate=estimate, total_steps=total_steps, cadences=cfg.cadences(),
     ))
     control.set_state("running", start_step, f"resumed from {resumed_from}" if resumed_from else "")
+    if multi and (scripted or cfg.edits):
+        stream.emit(Status(step=start_step, state="running", message="scripted edits need a single process: skipped"))
     if "logit_shift" in observers:  # the base picture before any training
         _observe(observers, "logit_shift", start_step, stream, control, force=True)
 
@@ -165,9 +173,9 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     try:
         while step < total_steps:
             control.between_steps(step)
-            if control.should_end:
+            if _agree_to_end(accelerator, control.should_end):
                 break
-            for due in [e for e in scripted if e.get("at_step", 0) <= step]:
+            for due in [e for e in scripted if e.get("at_step", 0) <= step and not multi]:
                 scripted.remove(due)
                 _scripted_edit(edits, due, step, stream, control)
 
@@ -205,6 +213,10 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if multi:  # the loss over every rank's examples
+                count = torch.tensor(float(n_examples), device=loss_sum.device)
+                totals = accelerator.reduce(torch.stack([loss_sum, count]), "sum")
+                loss_sum, n_examples = totals[0], int(totals[1])
             loss_value = float(loss_sum) / max(n_examples, 1)  # the step's one host sync for the loss
             step_time = time.perf_counter() - t0
 
@@ -250,6 +262,15 @@ def _observe(observers: dict, name: str, step: int, stream, control: RunControl,
         return
     if frame is not None:
         stream.emit(frame)
+
+
+def _agree_to_end(accelerator, mine: bool) -> bool:
+    """Under several processes the main one (which has the control socket) decides for all."""
+    if accelerator.num_processes == 1:
+        return mine
+    flag = torch.tensor([1.0 if mine else 0.0], device=accelerator.device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _scripted_edit(edits, args: dict, step: int, stream, control: RunControl) -> None:
