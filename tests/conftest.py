@@ -33,7 +33,13 @@ def embedded_tokenizer():
     """The embedded SmolLM2 tokenizer (parsing the GGUF takes a few seconds, so once per session)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_folder(), gguf_file=EMBEDDED_GGUF)
+    from lorascope.trainer.models import cached_embedded_dir
+
+    cached = cached_embedded_dir()  # the loader's dequantized copy, if a run made it: 0.3 s instead of 8 s
+    if cached is not None:
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(embedded_model_folder(), gguf_file=EMBEDDED_GGUF)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

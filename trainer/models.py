@@ -131,6 +131,20 @@ def _embedded_source():
     return gguf.parent, {"gguf_file": gguf.name}, EMBEDDED_NAME
 
 
+def cached_embedded_dir() -> Path | None:
+    """The dequantized embedded model's folder if it is already cached (never writes it)."""
+    gguf = embedded_gguf_path()
+    if gguf is None:
+        return None
+    folder = _cache_folder(gguf)
+    return folder if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file() else None
+
+
+def _cache_folder(gguf: Path) -> Path:
+    stat = gguf.stat()
+    return cache_root() / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+
+
 def _cached_embedded_dir(gguf: Path) -> Path | None:
     """The dequantized embedded model as an HF directory, written on first use.
 
@@ -139,8 +153,7 @@ def _cached_embedded_dir(gguf: Path) -> Path | None:
     package version is never shadowed by a stale cache. Returns None (load the
     GGUF directly) when the cache cannot be written.
     """
-    stat = gguf.stat()
-    folder = cache_root() / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+    folder = _cache_folder(gguf)
     if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
         return folder
     try:
