@@ -78,3 +78,19 @@ def test_top_token_after_russian_prompt_is_partial_utf8(embedded_model):
     raw = token_bytes(tokenizer, top)
     assert raw == b" \xd0"
     assert "\ufffd" not in display_token(raw)
+
+
+def test_token_bytes_of_a_sentencepiece_style_tokenizer():
+    """'▁' is a space and '<0xNN>' a raw byte (byte fallback), as in Llama 2 / Mistral tokenizers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "<0xD0>": 2, "<0x9F>": 3, "▁x": 4, "▁": 5, "x": 6, "ab": 7, "a": 8, "b": 9}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")], unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")
+    assert [token_bytes(tokenizer, i) for i in range(10)] == [
+        b"<unk>", b"<s>", b"\xd0", b"\x9f", b" x", b" ", b"x", b"ab", b"a", b"b"
+    ]
+    assert display_token(token_bytes(tokenizer, 2) + token_bytes(tokenizer, 3)) == "П"
