@@ -113,7 +113,8 @@ class DashboardScreen(Screen):
         if grid.has_class("zoom"):
             for other in grid.children:
                 other.set_class(other is panel, "zoomed")
-        panel.query_one(target).focus()
+        # set_focus is immediate (Widget.focus is deferred): a `z` typed right after still finds this panel.
+        self.set_focus(panel.query_one(target))
 
     def action_zoom(self) -> None:
         grid = self.query_one("#panels")

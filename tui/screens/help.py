@@ -15,7 +15,7 @@ from ..widgets.probe_view import ProbeView
 KEY_NAMES = {"comma": ",", "full_stop": ".", "less_than_sign": "<", "greater_than_sign": ">",
              "question_mark": "?", "plus": "+", "equals_sign": "=", "minus": "-", "space": "Space",
              "escape": "Esc", "home": "Home", "end": "End", "left": "←", "right": "→", "up": "↑", "down": "↓",
-             "tab": "Tab", "shift+tab": "Shift+Tab"}
+             "tab": "Tab", "shift+tab": "Shift+Tab", "pageup": "PgUp", "pagedown": "PgDn"}
 
 
 def key_label(keys: str) -> str:
@@ -64,9 +64,12 @@ class HelpScreen(ModalScreen):
             for key, description in rows:
                 text.append(f"  {key:<14}", style="bold color(214)")
                 text.append(f"{description}\n")
-        text.append("\nEsc closes this help.", style="dim")
+        text.append("\n↑/↓ PgUp/PgDn scroll; Esc closes this help.", style="dim")
         with VerticalScroll(id="help-body"):
             yield Static(text)
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()
 
     def action_dismiss(self) -> None:
         self.dismiss()

@@ -28,11 +28,15 @@ class Heatmap(Widget, can_focus=True):
 
     BINDINGS = [
         Binding("m", "cycle_mode", "Heat mode", id="heatmap.mode"),
+        Binding("up", "scroll_layers(-1)", "Layers ↑", show=False, id="heatmap.up"),
+        Binding("down", "scroll_layers(1)", "Layers ↓", show=False, id="heatmap.down"),
+        Binding("pageup", "scroll_layers(-10)", "Page ↑", show=False, id="heatmap.pageup"),
+        Binding("pagedown", "scroll_layers(10)", "Page ↓", show=False, id="heatmap.pagedown"),
     ]
 
     mode: reactive[str] = reactive("absolute")
     """Which array of the WeightDeltas frame is shown."""
-    compact: reactive[bool] = reactive(True)
+    compact: reactive[bool] = reactive(True, layout=True)
     """Two layers per text row (half blocks) instead of one."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -72,6 +76,11 @@ class Heatmap(Widget, can_focus=True):
     def watch_mode(self) -> None:
         self._select()
 
+    def action_scroll_layers(self, rows: int) -> None:
+        """The panel scrolls (the heatmap itself is as tall as the model is deep)."""
+        if self.parent is not None:
+            self.parent.scroll_relative(y=rows, animate=False)
+
     def action_cycle_mode(self) -> None:
         self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
         self.post_message(self.ModeChanged(self.mode))
@@ -86,10 +95,15 @@ class Heatmap(Widget, can_focus=True):
     # ------------------------------------------------------------------ layout
     def _resize_for_content(self) -> None:
         parent_height = self.parent.size.height if self.parent is not None else 0
-        self.compact = bool(parent_height) and parent_height < len(self.layer_names) + 2
+        if parent_height:  # not laid out yet: keep the current choice
+            self.compact = parent_height < len(self.layer_names) + 2
 
     def on_resize(self) -> None:
         self._resize_for_content()
+
+    def on_mount(self) -> None:
+        if self.parent is not None:
+            self.watch(self.parent, "size", lambda _size: self._resize_for_content(), init=False)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         rows = (len(self.layer_names) + 1) // 2 if self.compact else len(self.layer_names)

@@ -87,6 +87,9 @@ class ProbeView(Widget, can_focus=True):
             return 0
         return n - 1 if self.position < 0 else min(self.position, n - 1)
 
+    def on_focus(self) -> None:
+        self.parent.scroll_home(animate=False) if self.parent is not None else None
+
     def action_position(self, delta: int) -> None:
         n = len(self._tokens())
         if n:
