@@ -65,13 +65,19 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 
 
 class VolatilityObserver:
-    def __init__(self, model, every: int = 1, window: int = 50, spike_score: float = 3.0, snippet=None, adapter: str = "default"):
+    def __init__(self, model, every: int = 1, window: int = 50, spike_score: float = 3.0, snippet=None,
+                 adapter: str = "default", gather=None):
+        """`gather`, under several processes: a collective that takes this rank's [k, n] float64
+        table (on the device) and returns every rank's, concatenated along dim 1 — with
+        accelerate, `lambda t: accelerator.gather(t.T.contiguous()).T` (equal batch sizes on
+        every rank, as BatchPlan gives). Then every rank must call `observe` every step."""
         if every < 1 or window < 1:
             raise ValueError("every and window must be >= 1")
         self.every = every
         self.window = window
         self.spike_score = spike_score
         self.snippet = snippet
+        self.gather = gather
         adapted, _, _ = adapted_linears(model, adapter)
         if not adapted:
             raise ValueError("the model has no LoRA Linear layers to observe")
@@ -147,24 +153,33 @@ class VolatilityObserver:
         self._measure_next = (step + 1) % self.every == 0
         if not report or not pending:
             return None
-        ids = [i for batch_ids, *_ in pending for i in batch_ids]
-        parts = []
+        ids_local = [i for batch_ids, *_ in pending for i in batch_ids]
+        device = pending[0][1].device
+        columns = []
         for batch_ids, losses, counts, sq in pending:
-            norms = sq.sqrt() if sq is not None else torch.full((len(batch_ids),), float("nan"), device=losses.device)
-            parts.append(torch.stack([losses.float(), norms.float().to(losses.device), counts.float().to(losses.device)]))
-        for batch_ids, after in after_pending:
-            parts.append(after.float().view(1, -1).expand(3, -1))
-        host = torch.cat(parts, dim=1).cpu()  # one device-to-host transfer per frame
+            norms = sq.sqrt() if sq is not None else torch.full((len(batch_ids),), float("nan"), device=device)
+            columns.append(torch.stack([
+                torch.tensor(batch_ids, dtype=torch.float64, device=device),
+                losses.double().to(device), norms.double().to(device), counts.double().to(device),
+            ]))
+        table = torch.cat(columns, dim=1)  # [4, n]: id, loss, grad norm, tokens
+        after = torch.full((len(ids_local),), float("nan"), dtype=torch.float64, device=device)
+        where = {example_id: j for j, example_id in enumerate(ids_local)}
+        for batch_ids, losses_after in after_pending:
+            known = [(where[i], k) for k, i in enumerate(batch_ids) if i in where]
+            if known:
+                rows, picks = zip(*known)
+                after[list(rows)] = losses_after.double().to(device)[list(picks)]
+        table = torch.cat([table, after.view(1, -1)])  # [5, n]: + loss after the step
+        if self.gather is not None:  # every rank's examples, in rank order (a collective: all ranks call observe)
+            table = self.gather(table)
+        host = table.cpu()  # one device-to-host transfer per frame
+        ids = [int(i) for i in host[0].tolist()]
         n = len(ids)
-        losses = host[0, :n].tolist()
-        norms = host[1, :n].tolist()
-        counts = [int(c) for c in host[2, :n].tolist()]
-        after: dict[int, float] = {}
-        offset = n
-        for batch_ids, _ in after_pending:
-            for j, example_id in enumerate(batch_ids):
-                after[example_id] = host[0, offset + j].item()
-            offset += len(batch_ids)
+        losses = host[1].tolist()
+        norms = host[2].tolist()
+        counts = [int(c) for c in host[3].tolist()]
+        after_host = host[4].tolist()
         dispersion = _coefficient_of_variation(norms)
         spikes = self._spikes(ids, losses, norms, counts)
         self._history.append([(_log(l), _log(g)) for l, g in zip(losses, norms)])
@@ -174,8 +189,8 @@ class VolatilityObserver:
         for example_id, loss, norm, count in zip(ids, losses, norms, counts):
             self.examples[example_id] = {"loss": loss, "grad_norm": norm, "tokens": count, "step": step}
         sensitivity = None
-        if after:
-            sensitivity = F32Array.from_values([after.get(i, float("nan")) - l for i, l in zip(ids, losses)], (n,))
+        if after_pending:
+            sensitivity = F32Array.from_values([a - l for a, l in zip(after_host, losses)], (n,))
         return Volatility(
             step=step,
             example_ids=ids,
