@@ -30,6 +30,7 @@ from .endpoints import DEFAULT_PUB, control_endpoint_for
 from .errors import UserError
 from .frames import Frame
 from .security import secure_client
+from .seq_merge import SeqMerger
 
 STALE_AFTER = 3.0  # seconds without a frame or heartbeat (~3 missed beats)
 DISCONNECTED_AFTER = 10.0
@@ -58,10 +59,8 @@ class LiveFeed:
         self.state = "connecting"
         self.frames_received = 0
         self.gaps_filled = 0
-        self.gaps_skipped = 0  # ranges the trainer could not send either (it keeps no recording)
         self.reconnects = 0
         self.run_id: str | None = None
-        self.last_seq = -1
         self.last_heartbeat: Frame | None = None
         self.hello: dict = {}
         self.error = ""  # the last thing that went wrong, for the UI's status line
@@ -71,9 +70,8 @@ class LiveFeed:
         self._outbox: queue.SimpleQueue[tuple[int, str, dict]] = queue.SimpleQueue()
         self._user_requests: dict[Any, tuple[str, float]] = {}
         self._ready: collections.deque = collections.deque()
-        self._pending: dict[int, dict] = {}  # live frames held until the seqs before them are known
+        self._merge = SeqMerger(filtered=self.kinds is not None)  # frames held until the seqs before them are in
         self._old_runs: set[str] = set()
-        self._history = True  # False once the trainer said it has no recording to send
         self._synced = False
         self._hello_id: str | None = None
         self._snap_id: str | None = None
@@ -152,6 +150,16 @@ class LiveFeed:
             return next(self._ids)
 
     # ----------------------------------------------------------------- public
+    @property
+    def last_seq(self) -> int:
+        """Seq of the last frame handed out (or skipped as an unknown kind); -1 before any."""
+        return self._merge.last_seq
+
+    @property
+    def gaps_skipped(self) -> int:
+        """Seq ranges nobody could send (the trainer keeps no recording)."""
+        return self._merge.gaps_skipped
+
     def send(self, cmd: str, **args) -> int:
         """Queue a control request (any thread); its ControlReply comes out of poll()."""
         req_id = self._next_id()
@@ -227,7 +235,12 @@ class LiveFeed:
             return  # not msgpack: not ours
         if not isinstance(data, dict) or not isinstance(data.get("seq"), int):
             return
-        check_version(data.get("v"), where=f"frame from {self.pub_endpoint}")  # a newer trainer: refuse loudly
+        try:
+            check_version(data.get("v"), where=f"frame from {self.pub_endpoint}")
+        except ProtocolVersionError:
+            raise  # a newer trainer: refuse loudly (poll ends the feed with the message)
+        except ProtocolError:
+            return  # no usable version: not a lorascope frame
         run_id = data.get("run_id")
         if run_id in self._old_runs:
             return
@@ -238,18 +251,23 @@ class LiveFeed:
         if data.get("kind") == "heartbeat":
             self._on_heartbeat(data)
             return
-        self._pending[data["seq"]] = data
+        self._merge.add(data)
         if self._synced:
             self._advance()
 
     def _on_heartbeat(self, data: dict) -> None:
-        frame = dict_to_frame(data)
+        try:
+            frame = dict_to_frame(data)
+        except ProtocolVersionError:
+            raise
+        except ProtocolError:
+            frame = None
         self.last_heartbeat = frame
         if self.heartbeats and frame is not None:
             self._ready.append(frame)
         last = data.get("last_seq", -1)
         # A dropped last frame leaves no later frame to reveal the gap; the heartbeat's last_seq does.
-        if self._synced and self.kinds is None and isinstance(last, int) and last > self.last_seq and self._snap_id is None and self._history:
+        if self._synced and self.kinds is None and isinstance(last, int) and last > self.last_seq and self._snap_id is None and self._merge.can_fill:
             self._ask_snapshot(self.last_seq + 1, last)
 
     def _on_reply(self, parts: list[bytes]) -> None:
@@ -277,18 +295,23 @@ class LiveFeed:
         if not ok:
             self.error = f"hello refused: {error}"
             return
-        check_version(data.get("protocol"), where=f"trainer at {self.control_endpoint}")
+        try:
+            check_version(data.get("protocol"), where=f"trainer at {self.control_endpoint}")
+        except ProtocolVersionError:
+            raise
+        except ProtocolError:
+            pass  # a hello without a version: its frames carry theirs, checked one by one
         self.hello = data
         if self.run_id is not None and data.get("run_id") != self.run_id:
             self._forget_run()
         self.run_id = data.get("run_id")
-        self._pending = {s: d for s, d in self._pending.items() if d.get("run_id") == self.run_id}
+        self._merge.keep_only(lambda frame: frame.get("run_id") == self.run_id)
         self._ask_snapshot(self.last_seq + 1)
 
     def _on_snapshot(self, ok: bool, data: dict, error: str) -> None:
         if not ok:
             self.error = error
-            self._history = False  # no recording on the trainer: live frames only, gaps are skipped
+            self._merge.can_fill = False  # no recording on the trainer: live frames only, gaps are skipped
             self._snap_id = None
             self._finish_sync(-1)
             return
@@ -299,7 +322,7 @@ class LiveFeed:
             except Exception:
                 continue
             if isinstance(frame_map, dict) and frame_map.get("run_id") == self.run_id and isinstance(frame_map.get("seq"), int):
-                self._pending.setdefault(frame_map["seq"], frame_map)
+                self._merge.add(frame_map)
                 newest = max(newest, frame_map["seq"])
         if data.get("more"):
             self._deliver_chunk(newest)  # a long history flows out as it comes, not all at the end
@@ -312,49 +335,28 @@ class LiveFeed:
             self.gaps_filled += 1
 
     def _deliver_chunk(self, up_to: int) -> None:
-        """Deliver what a snapshot chunk made available, in order, without skipping or asking."""
-        pending = self._pending
-        if self.kinds is not None:  # filtered seqs jump by design
-            for seq in sorted(s for s in pending if s <= up_to):
-                data = pending.pop(seq)
-                if seq > self.last_seq:
-                    self._deliver(data)
-            return
-        while self.last_seq + 1 in pending:
-            self._deliver(pending.pop(self.last_seq + 1))
+        for data in self._merge.take_contiguous(up_to):
+            self._deliver(data)
 
     def _finish_sync(self, snapshot_last: int) -> None:
         if not self._synced:
             self._synced = True
             self.state = "live"
-        self._advance(skip_gap_up_to=snapshot_last)
+        self._advance(answered_up_to=snapshot_last)
 
-    def _advance(self, skip_gap_up_to: int | None = None) -> None:
-        """Deliver pending frames in seq order; on a gap ask for it (or skip it once a fill has answered)."""
-        pending = self._pending
-        if not pending:
-            return
-        if skip_gap_up_to is None and self._snap_id is not None and self.last_seq + 1 not in pending:
-            return  # waiting for a fill: nothing can move yet
-        for seq in sorted(pending):
-            if seq <= self.last_seq:
-                del pending[seq]  # a duplicate: the snapshot already had it
-                continue
-            if seq > self.last_seq + 1:
-                filtered = self.kinds is not None  # filtered seqs jump by design
-                answered = skip_gap_up_to is not None and seq - 1 <= max(skip_gap_up_to, self.last_seq)
-                if not (filtered or not self._history or answered):
-                    if self._snap_id is None:
-                        self._ask_snapshot(self.last_seq + 1, seq - 1)
-                    return
-                if not filtered:
-                    self.gaps_skipped += 1  # the trainer could not send it either
-            self._deliver(pending.pop(seq))
+    def _advance(self, answered_up_to: int | None = None) -> None:
+        """Deliver what is in order; ask for a missing range (one fill at a time)."""
+        frames, missing = self._merge.advance(fill_in_flight=self._snap_id is not None, answered_up_to=answered_up_to)
+        for data in frames:
+            self._deliver(data)
+        if missing is not None:
+            self._ask_snapshot(*missing)
 
     def _deliver(self, data: dict) -> None:
-        self.last_seq = data["seq"]
         try:
             frame = dict_to_frame(data)
+        except ProtocolVersionError:
+            raise
         except ProtocolError as exc:
             self.error = f"bad frame seq={data['seq']}: {exc}"
             return
@@ -367,8 +369,7 @@ class LiveFeed:
         if self.run_id is not None:
             self._old_runs.add(self.run_id)
         self.run_id = None
-        self.last_seq = -1
-        self._pending.clear()
+        self._merge.reset()
         self._synced = False
         self._snap_id = None
         self.state = "connecting"
