@@ -96,3 +96,28 @@ async def test_bad_endpoint_is_reported_not_fatal():
         await pilot.pause(0.3)
         assert app.state.connection in ("connecting", "disconnected")
         assert app.is_running
+
+
+async def test_shows_when_the_trainer_goes_away(tmp_path):
+    recorder = RunRecorder(tmp_path / "run.lsr")
+    publisher = Publisher("tcp://127.0.0.1:0")
+    stream = FrameStream(run_id_for(0), sinks=[recorder, publisher])
+    server = ControlServer("tcp://127.0.0.1:0", recording=recorder.path, run_id=run_id_for(0),
+                           pub_endpoint=publisher.endpoint)
+    try:
+        for frame in synthetic_frames(5):
+            stream.emit(frame)
+        app = LorascopeApp.live(publisher.endpoint, server.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            assert await wait_until(pilot, lambda: app.state.connection == "live" and app.state.step == 5)
+            server.close()
+            publisher.close()  # the trainer vanished without a word: no more frames nor heartbeats
+            assert await wait_until(pilot, lambda: app.state.connection in ("stale", "disconnected"), 30)
+            await pilot.pause(0.2)
+            header = str(app.screen.query_one("#header").render())
+            assert app.state.connection in header
+            assert app.state.step == 5  # what was seen stays on screen
+    finally:
+        server.close()
+        publisher.close()
+        recorder.close()

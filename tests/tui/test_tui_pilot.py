@@ -139,8 +139,10 @@ async def test_control_keys_do_nothing_in_replay(synthetic_run):
         await pilot.pause()
         await pilot.press("p", "r", "n", "s")
         assert app.sent_requests == []  # hidden and disabled: a replay has no trainer
-        await pilot.press("3", "c")  # a continuation needs a trainer: said so, nothing sent anywhere
-        assert app.sent_requests == [(None, "continue", {"probe_id": "capital_fr", "max_new_tokens": 20})]
+        await pilot.press("3", "c")  # a continuation needs a trainer: the key is off in a replay
+        assert app.sent_requests == []
+        assert app.send_control("pause") is None  # and the app says so if asked directly
+        assert app.sent_requests == [(None, "pause", {})]
 
 
 async def test_volatility_table_selection_shows_text(synthetic_run):

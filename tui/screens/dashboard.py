@@ -28,7 +28,7 @@ PANEL_TITLES = {
 # Colour keys live in the bottom border, so they cost no row inside the panel.
 PANEL_SUBTITLES = {
     "panel-loss": "[#ff8700]━[/] loss [#8a8a8a]━[/] lr (right axis)",
-    "panel-probes": "[#5fafd7]█[/] base [#ffaf00]█[/] tuned  ⚓ anchor",
+    "panel-probes": "[#5fafd7]█[/] base [#ffaf00]█[/] tuned  * anchor",
 }
 CONTROL_ACTIONS = {"pause", "resume", "step_once", "save", "stop"}
 

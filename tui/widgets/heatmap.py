@@ -106,6 +106,8 @@ class Heatmap(Widget, can_focus=True):
             self.watch(self.parent, "size", lambda _size: self._resize_for_content(), init=False)
 
     def get_content_height(self, container, viewport, width: int) -> int:
+        if not self.grid:
+            return 3  # legend, module names, "no weight deltas yet"
         rows = (len(self.layer_names) + 1) // 2 if self.compact else len(self.layer_names)
         return 2 + max(rows, 1)
 

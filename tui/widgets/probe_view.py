@@ -87,6 +87,15 @@ class ProbeView(Widget, can_focus=True):
             return 0
         return n - 1 if self.position < 0 else min(self.position, n - 1)
 
+    def check_action(self, action: str, parameters) -> bool | None:
+        """A continuation needs a trainer (live only); the edit panel needs one run (not compare)."""
+        mode = getattr(self.app, "mode", "live")
+        if action == "continue_probe":
+            return mode == "live"
+        if action == "edit_position":
+            return mode in ("live", "replay")
+        return True
+
     def on_focus(self) -> None:
         self.parent.scroll_home(animate=False) if self.parent is not None else None
 

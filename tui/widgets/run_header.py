@@ -59,8 +59,7 @@ def render_header(state, width: int, extra: str = "") -> Text:
     text.append("  ")
     text.append(f"● {state.connection}", style=CONNECTION_STYLES.get(state.connection, ""))
     if state.connection != "replay":
-        text.append(f" {state.frames_received} fr, gaps filled {state.gaps_filled}, lost {state.frames_dropped}",
-                    style="dim")
+        text.append(f" {state.frames_received}fr gaps {state.gaps_filled} lost {state.frames_dropped}", style="dim")
     if extra:
         text.append(f"  {extra}", style="dim")
     return text

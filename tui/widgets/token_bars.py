@@ -30,7 +30,7 @@ def repr_token(shown: str) -> str:
 
 
 def render_token_bars(position, anchor_ids: set[int], width: int, max_rows: int | None = None) -> Text:
-    """Rows `token  base-bar p  tuned-bar p`, sorted by tuned probability; anchors marked ⚓."""
+    """Rows `token  base-bar p  tuned-bar p`, sorted by tuned probability; anchors marked * (one cell wide in every terminal, unlike ⚓)."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if position is None:
         text.append("no logit shifts yet", style="dim italic")
@@ -49,7 +49,7 @@ def render_token_bars(position, anchor_ids: set[int], width: int, max_rows: int 
         label = token_label(token)
         if len(label) > label_width - 1:
             label = label[: label_width - 2] + "…"
-        text.append("⚓" if is_anchor else " ", style="bold color(178)")
+        text.append("*" if is_anchor else " ", style="bold color(178)")
         text.append(label.ljust(label_width), style="bold" if is_anchor else "")
         text.append(bar(token.p_base, bar_width), style=BASE_STYLE)
         text.append(f"{token.p_base:5.2f} ", style=BASE_STYLE)
