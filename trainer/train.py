@@ -22,7 +22,7 @@ from lorascope.protocol.frames import Checkpoint, RunEnd, RunStart, Status, Step
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .datasets import DEFAULT_DATASET, BatchPlan, collate, load_dataset, read_order
+from .datasets import DEFAULT_DATASET, IGNORE, BatchPlan, collate, load_dataset, read_order
 from .models import find_target_modules, load_model
 from .progress import ProgressLine
 from .resources import ResourceObserver, estimate_resources
@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
         _observe(observers, "logit_shift", start_step, stream, control, force=True)
 
     # ------------------------------------------------------------------ the loop
-    step, loss_value, reason, message = start_step, float("nan"), "finished", ""
+    # "interrupted" until the loop ends normally: a second Ctrl-C (KeyboardInterrupt) still saves and ends.
+    step, loss_value, reason, message = start_step, float("nan"), "interrupted", ""
     pad_id = tokenizer.pad_token_id
     try:
         while step < total_steps:
@@ -198,8 +199,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
                     vol.record(batch["example_ids"], losses.detach(), counts)
                 loss_sum += losses.detach().sum()
                 n_examples += len(examples)
-                loss_tokens += int(counts.sum())
-                seen_tokens += int(mask.sum())
+                loss_tokens += int((batch["labels"][:, 1:] != IGNORE).sum())  # counted on the host copy: no sync
+                seen_tokens += int(batch["attention_mask"].sum())
             aux_value = 0.0
             if edits.has_active():  # outside vol.capture: the edit's backward is not the examples'
                 aux = edits.aux_loss()
@@ -224,6 +225,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
                                     tokens=loss_tokens, tokens_per_s=seen_tokens / step_time, step_time=step_time,
                                     epoch=plan.epoch_at(step), aux_loss=aux_value))
             control.last_loss = loss_value
+            if not math.isfinite(loss_value):  # before any checkpoint could keep the broken weights
+                raise FloatingPointError(f"loss is {loss_value} at step {step} (try a lower --lr)")
             for name in list(observers):
                 _observe(observers, name, step, stream, control)
             if "volatility" not in observers:
@@ -235,8 +238,6 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
                 save(step, "periodic")
             progress.update(step, loss=loss_value, tokens_per_s=seen_tokens / step_time, state=control.state)
             control.step_done(step)
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {step} (try a lower --lr)")
         reason = "interrupted" if control.interrupted else "stopped" if control.stop_requested else "finished"
     except Exception as exc:
         reason, message = "failed", f"{type(exc).__name__}: {exc}"

@@ -11,11 +11,11 @@ from lorascope.trainer.train import train
 
 @pytest.mark.slow
 def test_embedded_defaults_train_and_record_every_observer(tmp_path):
-    cfg = TrainConfig(max_steps=3, batch_size=2, max_length=96, weight_delta_every=1, logit_shift_every=3,
-                      resources_every=3, checkpoint_every=2, pub="tcp://127.0.0.1:0", control="tcp://127.0.0.1:0",
+    cfg = TrainConfig(max_steps=2, batch_size=2, max_length=96, weight_delta_every=1, logit_shift_every=2,
+                      resources_every=2, checkpoint_every=1, pub="tcp://127.0.0.1:0", control="tcp://127.0.0.1:0",
                       output_dir=str(tmp_path), run_id="emb", progress=False)
     result = train(cfg)
-    assert result.reason == "finished" and result.steps == 3
+    assert result.reason == "finished" and result.steps == 2
     with RunReader(tmp_path / "emb" / "run.lsr") as reader:
         frames = list(reader)
     start = frames[0]
@@ -30,6 +30,6 @@ def test_embedded_defaults_train_and_record_every_observer(tmp_path):
     steps = [f for f in frames if f.kind == "step"]
     assert all(0 < f.loss < 20 for f in steps)  # a pretrained model: loss far below ln(49152) ≈ 10.8
     shift = [f for f in frames if f.kind == "logit_shift"][-1]
-    assert shift.step == 3 and any(p.mean_kl > 0 for p in shift.probes)
+    assert shift.step == 2 and any(p.mean_kl > 0 for p in shift.probes)
     res = next(f for f in frames if f.kind == "resources")
     assert res.peak_bytes > 300_000_000 and res.estimate_total == start.estimate.total
