@@ -12,6 +12,7 @@ import json
 import math
 from typing import Any
 
+from .frames import F32Array
 from .recording import RunReader
 
 TOP_EXAMPLES = 10
@@ -93,20 +94,28 @@ def _edit_summary(e) -> dict[str, Any]:
 
 
 def _volatile_examples(reader: RunReader, top: int) -> list[dict[str, Any]]:
-    """Flagged spikes by score; without any, the largest per-example gradient norms."""
+    """Flagged spikes by score; without any, the largest per-example gradient norms.
+
+    Reads the plain maps (no dataclasses, arrays only when needed): a long run has
+    one volatility frame per step, and this is most of what inspect decodes.
+    """
     spikes: list[tuple[float, int, dict]] = []
     norms: list[tuple[float, int, dict]] = []
     tie = 0
-    for frame in reader.frames(kinds=["volatility"]):
-        for s in frame.spikes:
+    for frame in reader.dicts(kinds=["volatility"]):
+        step = frame.get("step", 0)
+        for s in frame.get("spikes") or []:
             tie += 1
-            item = {"example_id": s.example_id, "step": frame.step, "score": s.score, "loss": s.loss, "grad_norm": s.grad_norm, "snippet": s.snippet}
-            _push(spikes, (s.score, tie, item), top)
-        if not spikes:
-            for ex, g, loss in zip(frame.example_ids, frame.grad_norms.values(), frame.losses.values()):
+            item = {k: s.get(k) for k in ("example_id", "score", "loss", "grad_norm", "snippet")}
+            item["step"] = step
+            _push(spikes, (float(s.get("score") or 0.0), tie, item), top)
+        if not spikes and frame.get("grad_norms"):
+            norms_of_step = F32Array.from_wire(frame["grad_norms"]).values()
+            losses = F32Array.from_wire(frame["losses"]).values() if frame.get("losses") else [math.nan] * len(norms_of_step)
+            for ex, g, loss in zip(frame.get("example_ids") or [], norms_of_step, losses):
                 if math.isfinite(g):
                     tie += 1
-                    _push(norms, (g, tie, {"example_id": ex, "step": frame.step, "score": None, "loss": loss, "grad_norm": g, "snippet": ""}), top)
+                    _push(norms, (g, tie, {"example_id": ex, "step": step, "score": None, "loss": loss, "grad_norm": g, "snippet": ""}), top)
     chosen = spikes or norms
     return [item for _, _, item in sorted(chosen, key=lambda t: (-t[0], t[1]))]
 

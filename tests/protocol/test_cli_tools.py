@@ -84,3 +84,20 @@ def test_control_cli_sends_one_request(tmp_path, capsys):
         loop.join()
         server.close()
         stream.close()
+
+
+def test_inspect_ranks_by_gradient_norm_when_nothing_spiked(tmp_path):
+    from lorascope.protocol.frames import F32Array, Volatility
+    from lorascope.protocol.inspect import format_summary, summarize
+
+    recorder = RunRecorder(tmp_path / "calm.lsr")
+    stream = FrameStream("calm", [recorder])
+    stream.emit(RunStart(model="m"))
+    for step in range(1, 4):
+        norms = [0.1 * step, float("nan"), 1.0 * step]
+        stream.emit(Volatility(step=step, example_ids=[10 * step, 10 * step + 1, 10 * step + 2], grad_norms=F32Array.from_values(norms), losses=F32Array.from_values([1.0, 2.0, 3.0])))
+    stream.close()
+    summary = summarize(recorder.path, top=2)
+    assert [(v["example_id"], v["step"]) for v in summary["volatile_examples"]] == [(32, 3), (22, 2)]
+    assert summary["volatile_examples"][0]["loss"] == 3.0
+    assert "most volatile examples (by gradient norm)" in format_summary(summary)
