@@ -15,6 +15,7 @@ from lorascope.protocol.errors import UserError
 DEFAULT_WEIGHT = 1.0
 DEFAULT_TOLERANCE = 0.02  # nats; |p(t) − q| ≤ √(τ/2) = 0.1 once achieved (see edits.py)
 DEFAULT_BUDGET = 50  # steps
+MAX_WEIGHT = 1000.0  # a larger λ can overflow the gradients to inf, and clipping turns inf into NaN weights
 REQUEST_FIELDS = ("probe_id", "position", "token", "token_id", "q", "weight", "tolerance", "budget")
 IGNORED_FIELDS = ("at_step",)  # scheduling field of an edits file: the caller already acted on it
 
@@ -49,7 +50,7 @@ def check_edit_fields(args: Any) -> list[str]:
     elif has_text and (not isinstance(args["token"], str) or not args["token"]):
         errors.append(f"token: must be a non-empty string, got {args['token']!r}")
     _number(args, "q", None, errors, lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
-    _number(args, "weight", DEFAULT_WEIGHT, errors, lambda v: v > 0, "must be > 0")
+    _number(args, "weight", DEFAULT_WEIGHT, errors, lambda v: 0 < v <= MAX_WEIGHT, f"must be in (0, {MAX_WEIGHT:g}]")
     _number(args, "tolerance", DEFAULT_TOLERANCE, errors, lambda v: v > 0, "must be > 0")
     budget = args.get("budget")
     if budget is not None and (not _is_int(budget) or budget < 1):

@@ -199,10 +199,10 @@ class EditManager:
             logp = self._probe_logprobs(self.probes.get(probe_id).token_ids, grad=True)
             for edit in edits:
                 kl = kl_to_target(edit.target_logp.to(logp.device), logp[edit.position])
-                if not torch.isfinite(kl):
+                term = edit.weight * kl
+                if not torch.isfinite(term):
                     continue  # never let one edit put NaN into the weights
                 edit.applied = True
-                term = edit.weight * kl
                 total = term if total is None else total + term
         return total
 
