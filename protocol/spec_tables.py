@@ -75,8 +75,16 @@ def _notes(cls: type) -> dict[str, str]:
     for line in inspect.getsource(cls).splitlines():
         m = _FIELD_LINE.match(line)
         if m and m.group("note"):
-            notes[m.group(1)] = m.group("note").strip()
+            notes[m.group(1)] = _expand_constants(m.group("note").strip())
     return notes
+
+
+def _expand_constants(note: str) -> str:
+    """'one of EDIT_STATES' -> 'one of `requested`, `active`, …': the reader of the spec has no frames.py."""
+    for name, value in vars(frames).items():
+        if name.isupper() and isinstance(value, tuple) and name in note:
+            note = note.replace(name, ", ".join(f"`{v}`" for v in value))
+    return note
 
 
 def _table(cls: type, skip: frozenset[str] = frozenset()) -> list[str]:
@@ -92,7 +100,8 @@ def _table(cls: type, skip: frozenset[str] = frozenset()) -> list[str]:
 
 
 def _doc(cls: type) -> str:
-    return " ".join((cls.__doc__ or "").strip().split())
+    doc = " ".join((cls.__doc__ or "").strip().split())
+    return "" if doc.startswith(cls.__name__ + "(") else doc  # dataclass's generated signature: no real docstring
 
 
 def render_tables() -> str:
@@ -105,7 +114,7 @@ def render_tables() -> str:
         out.append("")
     out += ["#### Nested maps", ""]
     for cls in NESTED:
-        out += [f"`{cls.__name__}`: {_doc(cls)}", ""] + _table(cls) + [""]
+        out += [f"`{cls.__name__}`" + (f": {_doc(cls)}" if _doc(cls) else ""), ""] + _table(cls) + [""]
     out.append(END)
     return "\n".join(out)
 
