@@ -82,6 +82,11 @@ def test_pause_step_resume_save_stop_and_the_recording(tiny_model_dir, tmp_path)
             with pytest.raises(ControlError):
                 client.request("edit", probe_id="nope", position=0, token=" Paris", q=0.5)
             probe_id = frames_of(tmp_path / "ctl")[0].probes[0].probe_id
+            edit = client.request("edit", probe_id=probe_id, token=" the", q=0.5, budget=100, timeout=30)
+            assert edit["state"] == "active" and edit["edit_id"]
+            assert client.request("cancel_edit", edit_id=edit["edit_id"])["state"] == "cancelled"
+            with pytest.raises(ControlError, match="already cancelled"):
+                client.request("cancel_edit", edit_id=edit["edit_id"])
             cont = client.request("continue", probe_id=probe_id, max_new_tokens=3, timeout=30)
             assert isinstance(cont["base_text"], str) and isinstance(cont["tuned_text"], str)
             saved = client.request("save", timeout=30)
@@ -98,7 +103,7 @@ def test_pause_step_resume_save_stop_and_the_recording(tiny_model_dir, tmp_path)
     frames = frames_of(tmp_path / "ctl")
     kinds = {f.kind for f in frames}
     assert {"run_start", "step", "weight_delta", "logit_shift", "volatility", "resources", "status",
-            "checkpoint", "continuation", "run_end"} <= kinds
+            "checkpoint", "continuation", "edit", "run_end"} <= kinds
     assert [f.seq for f in frames] == list(range(len(frames)))  # no gaps
     assert frames[0].kind == "run_start" and frames[-1].kind == "run_end"
     start = frames[0]
@@ -111,6 +116,7 @@ def test_pause_step_resume_save_stop_and_the_recording(tiny_model_dir, tmp_path)
     steps = [f.step for f in frames if f.kind == "step"]
     assert steps == list(range(1, len(steps) + 1))
     assert {f.reason for f in frames if f.kind == "checkpoint"} == {"save", "stop"}
+    assert [f.state for f in frames if f.kind == "edit"] == ["requested", "active", "cancelled"]
     assert all(f.loss > 0 and f.tokens > 0 and f.step_time > 0 for f in frames if f.kind == "step")
     vol = next(f for f in frames if f.kind == "volatility")
     assert len(vol.example_ids) == 2 and len(vol.grad_norms.values()) == 2
