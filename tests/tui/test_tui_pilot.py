@@ -189,3 +189,24 @@ async def test_compare_syncs_probe_and_steps(synthetic_run, synthetic_run_b):
         assert heatmap.diverging and nonzero  # B − A differs somewhere
         await pilot.press("comma")
         assert screen.state_a.step == screen.state_b.step == 49
+
+
+async def test_tiny_terminal_and_odd_recordings(synthetic_run, tmp_path):
+    """A 40×12 terminal, an empty recording and a torn one all open without an error."""
+    from lorascope.protocol.recording import RunRecorder
+
+    empty = tmp_path / "empty.lsr"
+    RunRecorder(empty).close()
+    torn = tmp_path / "torn.lsr"
+    data = synthetic_run.read_bytes()
+    torn.write_bytes(data[: len(data) - 7])  # the trainer was killed mid-write
+    for path, size in [(synthetic_run, (40, 12)), (empty, (80, 24)), (torn, (80, 24))]:
+        app = LorascopeApp.replay(path)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await pilot.press("2", "m", "z", "3", "down", "right", "comma", "question_mark", "escape")
+            await pilot.pause()
+            assert app.is_running
+            if path == torn:
+                assert app.screen.model.last_step == 60 and app.state.step == 59  # all before the torn record (then one step back)
+                assert any("torn" in str(n.message) for n in app._notifications)
