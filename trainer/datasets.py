@@ -68,8 +68,10 @@ class TrainingData:
 
     def summary(self) -> dict:
         """The dataset part of RunStart."""
+        path = Path(self.path)
+        shown = f"embedded:{path.name}" if path.resolve().parent == DATA_DIR.resolve() else self.path
         return {
-            "path": self.path,
+            "path": shown,
             "format": self.format,
             "n_records": self.n_records,
             "n_examples": len(self.examples),
