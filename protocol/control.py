@@ -159,7 +159,8 @@ class ControlServer:
             raise
         self._incoming: queue.SimpleQueue[ControlRequest] = queue.SimpleQueue()
         self._outgoing: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()  # replies from the loop wake the control thread's poller
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._stop = False
@@ -179,10 +180,18 @@ class ControlServer:
 
     def _enqueue(self, parts: list[bytes]) -> None:
         self._outgoing.put(parts)
-        try:
-            os.write(self._wake_w, b"!")
-        except (BlockingIOError, OSError):
-            pass  # pipe full (the thread is already awake) or closed
+        self._wake()
+
+    def _wake(self) -> None:
+        # Under the lock: once close() has closed the pipe, its fd number may belong to another
+        # file (the recording!), so a late reply must not write to it.
+        with self._wake_lock:
+            if self._wake_w is None:
+                return
+            try:
+                os.write(self._wake_w, b"!")
+            except (BlockingIOError, OSError):
+                pass  # pipe full: the thread is awake anyway
 
     # ----------------------------------------------------------------- control thread
     def _run(self) -> None:
@@ -292,13 +301,12 @@ class ControlServer:
         if self._stop:
             return
         self._stop = True
-        try:
-            os.write(self._wake_w, b"!")  # wake the thread so it sees _stop
-        except OSError:
-            pass
+        self._wake()  # so the thread sees _stop now, not at its next poll timeout
         self._thread.join(timeout=5.0)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_w = None
         if self._curve:
             release_server(self._ctx)
 

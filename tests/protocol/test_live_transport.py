@@ -162,9 +162,9 @@ def test_unserialisable_loop_reply_becomes_an_error(trainer):
         assert "not serialisable" in result["err"]
 
 
-def _expect_error(client, cmd):
+def _expect_error(client, cmd, timeout=5.0):
     try:
-        client.request(cmd, timeout=5)
+        client.request(cmd, timeout=timeout)
     except ControlError as exc:
         return str(exc)
     return "no error"
@@ -389,3 +389,30 @@ def test_a_plain_req_socket_can_say_hello(trainer):
         assert reply["ok"] and reply["id"] == "r1" and reply["data"]["run_id"] == "run-a"
     finally:
         req.close()
+
+
+def test_a_reply_after_close_writes_to_no_reused_descriptor(tmp_path):
+    import os
+
+    t = Trainer(tmp_path)
+    with ControlClient(t.control.endpoint) as client:
+        waiter = threading.Thread(target=lambda: _expect_error(client, "save", 0.5))
+        waiter.start()
+        requests = []
+        while not requests:
+            requests = t.control.poll()
+            time.sleep(0.01)
+        wake_fd = t.control._wake_w
+        t.close()
+        # Its wake pipe's fd numbers are free now: open files until one of them takes that number.
+        fds = []
+        while not fds or (fds[-1] != wake_fd and len(fds) < 200):
+            fds.append(os.open(tmp_path / f"other{len(fds)}", os.O_WRONLY | os.O_CREAT))
+        try:
+            assert wake_fd in fds
+            requests[0].reply({"late": True})  # the trainer answered while shutting down: harmless
+        finally:
+            for fd in fds:
+                os.close(fd)
+        waiter.join()
+    assert all((tmp_path / f"other{i}").stat().st_size == 0 for i in range(len(fds)))
