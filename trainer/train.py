@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -52,6 +53,10 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     accelerator = Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
     is_main = accelerator.is_main_process
     set_seed(cfg.seed)
+    run_id = cfg.run_id or _new_run_id(Path(cfg.output_dir))
+    run_dir = Path(cfg.output_dir) / run_id
+    if (run_dir / "run.lsr").exists():  # before the slow part: never append to another run's recording
+        raise UserError(f"run_id: {run_dir} already holds a recording; choose another --run-id")
 
     # ------------------------------------------------------------------ model and adapter
     model, tokenizer, model_name = load_model(cfg.model, device="cpu")
@@ -129,8 +134,6 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     scripted = _scripted_edits(cfg.edits) if cfg.edits else []
 
     # ------------------------------------------------------------------ stream, recording, control
-    run_id = cfg.run_id or _new_run_id(Path(cfg.output_dir))
-    run_dir = Path(cfg.output_dir) / run_id
     stream, control_server, publisher = _open_stream(cfg, run_id, run_dir, is_main)
     progress = ProgressLine(total_steps, stream=progress_stream, enabled=cfg.progress and is_main)
 
@@ -322,20 +325,22 @@ def _open_stream(cfg: TrainConfig, run_id: str, run_dir: Path, is_main: bool):
 
     if not is_main:
         return FrameStream(run_id, sinks=[NullSink()]), None, None
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    recorder = RunRecorder(run_dir / "run.lsr")
+    opened = []
     try:
+        recorder = RunRecorder(run_dir / "run.lsr")
+        opened.append(recorder)
         publisher = Publisher(normalize_bind(cfg.pub), curve_dir=cfg.curve_dir, insecure=cfg.insecure)
-    except Exception:
-        recorder.close()
-        raise
-    try:
+        opened.append(publisher)
         server = ControlServer(normalize_bind(cfg.control), recording=recorder.path, run_id=run_id,
                                pub_endpoint=publisher.endpoint, curve_dir=cfg.curve_dir, insecure=cfg.insecure,
                                extra_commands=("status",))
-    except Exception:
-        publisher.close()
-        recorder.close()
+    except BaseException:
+        for thing in reversed(opened):
+            thing.close()
+        if fresh:  # a busy port must not leave an empty run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     endpoints = {"pub": publisher.endpoint, "control": server.endpoint, "run_id": run_id,
                  "recording": str(recorder.path)}

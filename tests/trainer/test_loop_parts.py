@@ -73,3 +73,27 @@ def test_progress_line_into_a_file_writes_plain_lines_every_n_steps():
     silent = io.StringIO()
     ProgressLine(5, stream=silent, enabled=False).update(5, loss=1.0, tokens_per_s=1.0)
     assert silent.getvalue() == ""
+
+
+def test_busy_port_is_a_user_error_and_leaves_no_run_folder(tiny_model_dir, tmp_path):
+    import pytest
+    import zmq
+
+    from lorascope.protocol.errors import UserError
+    from lorascope.trainer.config import TrainConfig
+    from lorascope.trainer.train import train
+
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        cfg = TrainConfig(model=str(tiny_model_dir), max_steps=1, max_length=64, pub=f"tcp://127.0.0.1:{port}",
+                          control="tcp://127.0.0.1:0", output_dir=str(tmp_path), run_id="busy", progress=False)
+        with pytest.raises(UserError, match="address already in use"):
+            train(cfg)
+    finally:
+        sock.close(linger=0)
+    assert not (tmp_path / "busy").exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "run.lsr").write_bytes(b"")
+    with pytest.raises(UserError, match="already holds a recording"):
+        train(TrainConfig(model=str(tiny_model_dir), output_dir=str(tmp_path), run_id="taken", progress=False))
