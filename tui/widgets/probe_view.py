@@ -155,15 +155,16 @@ class ProbeView(Widget, can_focus=True):
             text.append(f" KL {format_number(position.kl)} H {format_number(position.entropy_base)}"
                         f"→{format_number(position.entropy_tuned)}")
         text.append("\n")
-        anchor_ids = {a.token_id for a in state.run_start.anchors} if state.run_start else set()
-        text.append_text(render_token_bars(position, anchor_ids, width))
+        # Edits of this probe come before the bars: in an 80×24 panel the bars' tail is what scrolls away.
         for edit in state.edits.values():
             if edit.probe_id != probe_id:
                 continue
-            text.append("\n")
-            text.append(f"✎ {edit.edit_id} pos {edit.position} {repr_token(edit.token)} q={edit.target_p:.2f} "
+            text.append(f"✎{edit.edit_id} @{edit.position} {repr_token(edit.token)} q={edit.target_p:.2f} "
                         f"p={edit.p_token:.2f} ", style="")
             text.append(edit.state, style=EDIT_STATE_STYLE.get(edit.state, ""))
+            text.append("\n")
+        anchor_ids = {a.token_id for a in state.run_start.anchors} if state.run_start else set()
+        text.append_text(render_token_bars(position, anchor_ids, width))
         continuation = state.continuations.get(probe_id)
         if continuation is not None:
             text.append("\n")
