@@ -302,6 +302,7 @@ class LiveFeed:
         except ProtocolError:
             pass  # a hello without a version: its frames carry theirs, checked one by one
         self.hello = data
+        self.error = ""
         if self.run_id is not None and data.get("run_id") != self.run_id:
             self._forget_run()
         self.run_id = data.get("run_id")
@@ -397,4 +398,6 @@ class LiveFeed:
         stuck = silent if self._synced else now - self._last_progress
         if stuck >= STALE_AFTER and now - self._last_reconnect >= STALE_AFTER:
             self._last_reconnect = now
+            if not self._ever_contacted:
+                self.error = f"no answer from {self.control_endpoint} yet (is the trainer running, on that port?)"
             self._reconnect()  # new sockets, hello again, catch up from last_seq + 1

@@ -416,3 +416,23 @@ def test_a_reply_after_close_writes_to_no_reused_descriptor(tmp_path):
                 os.close(fd)
         waiter.join()
     assert all((tmp_path / f"other{i}").stat().st_size == 0 for i in range(len(fds)))
+
+
+def test_no_trainer_yet_says_so_and_keeps_trying(tmp_path, monkeypatch):
+    from protocol_samples import free_tcp_port
+
+    monkeypatch.setattr(live_feed, "STALE_AFTER", 0.2)
+    pub_port = free_tcp_port()
+    feed = LiveFeed(f"tcp://127.0.0.1:{pub_port}")  # control port by convention: pub port + 1
+    try:
+        poll_until(feed, lambda g: feed.error, timeout=5)
+        assert feed.state == "connecting" and f"no answer from tcp://127.0.0.1:{pub_port + 1}" in feed.error
+        # The trainer comes up late, on those ports: the feed finds it by itself.
+        t = _retry_bind(lambda: Trainer(tmp_path, pub=f"tcp://127.0.0.1:{pub_port}", control=f"tcp://127.0.0.1:{pub_port + 1}"))
+        try:
+            got = _frames(poll_until(feed, lambda g: g and feed.state == "live"))
+            assert [f.kind for f in got] == ["run_start"] and feed.error == ""
+        finally:
+            t.close()
+    finally:
+        feed.close()
