@@ -117,6 +117,19 @@ async def test_shows_when_the_trainer_goes_away(tmp_path):
             header = str(app.screen.query_one("#header").render())
             assert app.state.connection in header
             assert app.state.step == 5  # what was seen stays on screen
+
+            # The trainer comes back on the same endpoints as a new run: the UI reconnects by itself.
+            recorder.close()
+            recorder = RunRecorder(tmp_path / "run2.lsr")
+            publisher = Publisher(publisher.endpoint)
+            stream = FrameStream("restarted", sinks=[recorder, publisher])
+            server = ControlServer(server.endpoint, recording=recorder.path, run_id="restarted",
+                                   pub_endpoint=publisher.endpoint)
+            for frame in synthetic_frames(8):
+                stream.emit(frame)
+            assert await wait_until(pilot, lambda: app.state.run_id == "restarted"
+                                    and app.state.last_seq == stream.last_seq, 60)
+            assert app.state.connection == "live" and app.state.step == 8 and len(app.state.history) == 8
     finally:
         server.close()
         publisher.close()

@@ -37,7 +37,7 @@ def render_header(state, width: int, extra: str = "") -> Text:
         text.append(f" r{a.get('r', '?')} α{int(alpha) if alpha.is_integer() else format_number(alpha)}")
         if a.get("rslora"):
             text.append(" rs")
-        text.append(f" {len(start.modules)}×{len(start.layers)}", style="dim")
+        text.append(f" {len(start.layers)}L×{len(start.modules)}M", style="dim")
     text.append("  step ")
     text.append(f"{state.step}/{state.total_steps or '?'}", style="bold")
     text.append("  ")
