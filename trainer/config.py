@@ -63,6 +63,7 @@ class TrainConfig:
     resources_every: int = option(10, "resources frame every N steps (0 = off)")
     top_k: int = option(5, "top-k tokens per probe position in logit-shift frames")
     spike_score: float = option(3.0, "volatility spike threshold in baseline deviations")
+    loss_sensitivity: bool = option(False, "volatility also reports each example's loss after minus before the step (one more forward)")
     # -- transport
     pub: str = option(DEFAULT_PUB, "publish frames on this endpoint (port 0 = any free port)")
     control: str = option(DEFAULT_CONTROL, "control endpoint (port 0 = any free port)")

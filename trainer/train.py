@@ -187,8 +187,9 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
             model.train()
             loss_sum = torch.zeros((), device=accelerator.device)
             n_examples = loss_tokens = seen_tokens = 0
-            micro_batches = plan.micro_batches(step)
-            for examples in micro_batches:
+            # Loss sensitivity re-runs this step's batches after the update: only on steps volatility reports.
+            again = [] if (cfg.loss_sensitivity and vol is not None and (step + 1) % vol.every == 0) else None
+            for examples in plan.micro_batches(step):
                 batch = collate(examples, pad_id)
                 input_ids = batch["input_ids"].to(accelerator.device)
                 mask = batch["attention_mask"].to(accelerator.device)
@@ -200,6 +201,8 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
                     accelerator.backward(losses.mean() / cfg.grad_accum)
                 if vol is not None:
                     vol.record(batch["example_ids"], losses.detach(), counts)
+                if again is not None:
+                    again.append((batch["example_ids"], input_ids, mask, labels))
                 loss_sum += losses.detach().sum()
                 n_examples += len(examples)
                 loss_tokens += int((batch["labels"][:, 1:] != IGNORE).sum())  # counted on the host copy: no sync
@@ -216,6 +219,11 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if again:
+                with torch.no_grad(), vol.paused():
+                    for ids, input_ids, mask, labels in again:
+                        after, _ = per_example_loss(model(input_ids=input_ids, attention_mask=mask).logits, labels)
+                        vol.record_after(ids, after)
             step += 1
             if multi:  # the loss over every rank's examples
                 count = torch.tensor(float(n_examples), device=loss_sum.device)

@@ -59,7 +59,8 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def test_pause_step_resume_save_stop_and_the_recording(tiny_model_dir, tmp_path):
     proc = start_trainer(tiny_model_dir, tmp_path, "ctl", "--max-steps", "500", "--weight-delta-every", "2",
-                         "--logit-shift-every", "2", "--resources-every", "2", "--checkpoint-every", "0")
+                         "--logit-shift-every", "2", "--resources-every", "2", "--checkpoint-every", "0",
+                         "--loss-sensitivity")
     try:
         ends = endpoints(tmp_path / "ctl", proc)
         with ControlClient(ends["control"]) as client:
@@ -120,6 +121,7 @@ def test_pause_step_resume_save_stop_and_the_recording(tiny_model_dir, tmp_path)
     assert all(f.loss > 0 and f.tokens > 0 and f.step_time > 0 for f in frames if f.kind == "step")
     vol = next(f for f in frames if f.kind == "volatility")
     assert len(vol.example_ids) == 2 and len(vol.grad_norms.values()) == 2
+    assert vol.sensitivity is not None and len(vol.sensitivity.values()) == 2
     assert (tmp_path / "ctl" / "adapter" / "adapter_model.safetensors").is_file()
 
 
