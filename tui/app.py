@@ -101,8 +101,8 @@ class LorascopeApp(App):
 
     def redraw(self) -> None:
         screen = self.screen
-        if not isinstance(screen, DashboardScreen) or type(screen).__name__ == "CompareScreen":
-            return
+        if not isinstance(screen, DashboardScreen):
+            return  # help, edit and compare screens draw themselves
         if self.state.revision == self._drawn_revision and screen.state is self.state:
             return
         self._drawn_revision = self.state.revision

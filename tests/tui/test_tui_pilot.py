@@ -210,3 +210,25 @@ async def test_tiny_terminal_and_odd_recordings(synthetic_run, tmp_path):
             if path == torn:
                 assert app.screen.model.last_step == 60 and app.state.step == 59  # all before the torn record (then one step back)
                 assert any("torn" in str(n.message) for n in app._notifications)
+
+
+async def test_corrupt_record_is_reported_not_fatal(synthetic_run, tmp_path):
+    """A flipped byte inside a record: the replay says which record is corrupt and keeps running."""
+    from lorascope.protocol.recording import RunReader
+
+    corrupt = tmp_path / "corrupt.lsr"
+    data = bytearray(synthetic_run.read_bytes())
+    reader = RunReader(synthetic_run)
+    index = reader.index()
+    last_step_record = max(i for i in range(len(index)) if index.kind(i) == "step")
+    data[index.offsets[last_step_record] + 50] ^= 0xFF  # inside the payload of the last step frame
+    reader.close()
+    corrupt.write_bytes(bytes(data))
+    app = LorascopeApp.replay(corrupt)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.is_running
+        assert any("corrupt" in str(n.message) for n in app._notifications)
+        await pilot.press("comma")  # earlier steps still replay
+        await pilot.pause()
+        assert app.state.step == 59

@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input
 
+from lorascope.protocol.codec import ProtocolError
 from lorascope.protocol.errors import UserError
 
 from ..replay_model import ReplayModel
@@ -63,7 +64,10 @@ class ReplayScreen(DashboardScreen):
     def _load(self, step: int) -> None:
         if step != self._shown_step:
             self._shown_step = step
-            self.app.set_state(self.model.state_at(step))
+            try:
+                self.app.set_state(self.model.state_at(step))
+            except (UserError, ProtocolError) as exc:  # e.g. a corrupt record: say where, keep the UI
+                self.app.notify(str(exc), severity="error", timeout=10)
 
     def on_timeline_cursor_moved(self, event: Timeline.CursorMoved) -> None:
         self._load(event.step)
