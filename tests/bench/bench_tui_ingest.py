@@ -101,7 +101,32 @@ async def bench_replay(steps: int) -> None:
         tracemalloc.stop()
         model.close()
         print(f"replay memory: after states at 51 cursor steps across the run, traced current {current / 1e6:.1f} MB, "
-              f"peak {peak / 1e6:.1f} MB; process max RSS {rss_mb():.0f} MB (recording is {size / 1e6:.0f} MB, mmapped)")
+              f"peak {peak / 1e6:.1f} MB (recording is {size / 1e6:.0f} MB, mmapped, not read into memory)")
+        # The whole UI process on its own: open the replay, play through the run in 50 jumps, report max RSS.
+        import subprocess
+
+        child = subprocess.run([sys.executable, "-c", REPLAY_CHILD, str(path), str(steps)],
+                               capture_output=True, text=True, check=True)
+        print(child.stdout.strip())
+
+
+REPLAY_CHILD = """
+import asyncio, resource, sys
+from lorascope.tui.app import LorascopeApp
+path, steps = sys.argv[1], int(sys.argv[2])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+async def main():
+    app = LorascopeApp.replay(path, start_step=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        for k in range(1, 51):
+            app.screen.timeline.move_to(k * steps // 50)
+            await pilot.pause()
+asyncio.run(main())
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"replay process: max RSS {rss:.0f} MB after replaying all {steps} steps in 50 jumps at 160x48 "
+      f"(interpreter + Textual + lorascope imports alone: {base:.0f} MB before the app started)")
+"""
 
 
 def main() -> None:

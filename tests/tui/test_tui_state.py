@@ -56,3 +56,23 @@ def test_eta_and_rates_come_from_the_frames_not_the_clock():
     for step in range(1, 11):
         state.apply(StepMetrics(seq=step, step=step, loss=1.0, step_time=2.0, tokens_per_s=250.0))
     assert state.eta_seconds() == 90 * 2.0
+
+
+def test_replay_decodes_only_what_the_cursor_needs(tmp_path):
+    """Opening a long recording reads the index; a state decodes a bounded sample, not every frame."""
+    from synthetic_run import write_synthetic_run
+
+    from lorascope.tui.replay_model import CURVE_POINTS, DISPERSION_POINTS, SPIKE_WINDOW, ReplayModel
+
+    path = write_synthetic_run(tmp_path / "long.lsr", 3000, deltas_every=10, shifts_every=10, with_edits=False)
+    model = ReplayModel(path)
+    assert len(model._cache) == 1  # only the run start was decoded on opening
+    state = model.state_at(2000)
+    bound = CURVE_POINTS + DISPERSION_POINTS + SPIKE_WINDOW + 40
+    assert len(model._cache) < bound < model.record_count
+    xs, _ = state.history.points("loss")
+    assert xs[0] == 1 and xs[-1] == 2000 and len(xs) <= CURVE_POINTS + 1  # the curve spans the run up to the cursor
+    before = len(model._cache)
+    model.state_at(2010)  # scrubbing reuses the sampled grid
+    assert len(model._cache) - before < 40
+    model.close()
