@@ -17,9 +17,13 @@ from pathlib import Path
 
 from lorascope.protocol.errors import UserError
 
+from .token_bytes import token_bytes
+
 DEFAULT_PROBES_FILE = Path(__file__).parent / "data" / "probes.json"
-HELDOUT_PROBES = 3  # held-out examples added to the default probes
-HELDOUT_MAX_TOKENS = 48  # a probe frame carries top-k per position: keep probes short
+HELDOUT_PROBES = 2  # held-out examples added to the default probes
+# A logit-shift frame carries top-k and anchors for every position (~60 bytes per
+# token entry): with the defaults a frame is ~100 kB, so probes stay short.
+HELDOUT_MAX_TOKENS = 32
 
 
 @dataclass
@@ -87,11 +91,23 @@ class ProbeSet:
         for i, heldout in enumerate((heldout_texts or [])[:HELDOUT_PROBES]):
             if not heldout or not heldout.strip():
                 continue
-            ids = tokenizer(heldout, add_special_tokens=True)["input_ids"][:HELDOUT_MAX_TOKENS]
-            probes.append(Probe(f"heldout-{i}", tokenizer.decode(ids, skip_special_tokens=False), list(ids)))
+            ids = _cut_at_character(tokenizer, tokenizer(heldout, add_special_tokens=True)["input_ids"][:HELDOUT_MAX_TOKENS])
+            text = b"".join(token_bytes(tokenizer, i) for i in ids).decode("utf-8", errors="replace")
+            probes.append(Probe(f"heldout-{i}", text, list(ids)))
         # Default anchors are a convenience: keep the ones this tokenizer has as one token.
         single = [a for _, a in anchors if len(tokenizer(a, add_special_tokens=False)["input_ids"]) == 1]
         return cls(probes, single)
+
+
+def _cut_at_character(tokenizer, ids: list[int]) -> list[int]:
+    """Drop trailing tokens that end inside a UTF-8 character (a cut can split a Cyrillic letter)."""
+    for end in range(len(ids), 0, -1):
+        try:
+            b"".join(token_bytes(tokenizer, i) for i in ids[:end]).decode("utf-8")
+            return ids[:end]
+        except UnicodeDecodeError:
+            continue
+    return ids
 
 
 def _parse_probe_file(path: Path, text: str) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
