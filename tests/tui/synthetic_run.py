@@ -48,7 +48,9 @@ STEP_SECONDS = 2.0
 # (probe id, [(token id, token bytes)]): byte-level BPE tokens as SmolLM2 would split them.
 PROBES = [
     ("capital_fr", [(504, b"The"), (3575, b" capital"), (282, b" of"), (4649, b" France"), (314, b" is")]),
-    ("capital_ru", [(30221, "Столица".encode()), (26406, " Франции".encode()), (2542, " —".encode())]),
+    # Split as SmolLM2 splits it: "С" and "Ф" are cut in half by the token boundaries.
+    ("capital_ru", [(4091, b"\xd0"), (30221, "Столица".encode()[1:]), (4092, b" \xd0"),
+                    (26406, "Франции".encode()[1:]), (2542, " —".encode())]),
     ("arith", [(34, b"2"), (1232, b" +"), (216, b" 3"), (2696, b" ="), (216, b" 5"), (30, b".")]),
 ]
 # Candidate next tokens per probe: (id, bytes, base logit, tuned drift per step).

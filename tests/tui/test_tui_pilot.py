@@ -113,7 +113,7 @@ async def test_probe_selection_keys(synthetic_run):
         await pilot.press("left", "left")
         assert probes.selected_position() == 2
         await pilot.press("down")
-        assert probes.probe_id == "capital_ru" and probes.selected_position() == 2
+        assert probes.probe_id == "capital_ru" and probes.selected_position() == 4  # a new probe starts at its last position
         await pilot.press("down", "down")
         assert probes.probe_id == "capital_fr"
         await pilot.press("up")

@@ -76,3 +76,17 @@ def test_replay_decodes_only_what_the_cursor_needs(tmp_path):
     model.state_at(2010)  # scrubbing reuses the sampled grid
     assert len(model._cache) - before < 40
     model.close()
+
+
+def test_probe_text_reads_whole_characters_across_token_boundaries():
+    from lorascope.tui.token_text import completion_label, incomplete_tail, probe_token_texts
+
+    tokens = [b"\xd0", "Столица".encode()[1:], b" \xd0", "Франции".encode()[1:], " —".encode()]
+    texts = probe_token_texts(tokens)
+    assert "".join(texts) == "Столица Франции —" and all(texts)  # every token keeps something to select
+    assert texts[0] == "С" and texts[2] == " Ф"
+    assert probe_token_texts([b"ok", b" \xd0"]) == ["ok", " \\xd0"]  # never finished: its byte, never U+FFFD
+    assert probe_token_texts([b"a\nb"]) == ["a\\nb"]
+    assert incomplete_tail([b"x", b" \xd0"]) == b"\xd0" and incomplete_tail(tokens) == b""
+    assert completion_label(b"\xd0", b"\x92") == "\\x92→В"
+    assert completion_label(b"\xd0", b" Paris") == " Paris"  # does not complete it: shown as is

@@ -19,6 +19,7 @@ from textual.widget import Widget
 from lorascope.protocol.tokens import display_token
 
 from ..color_scale import format_number, kl_colour
+from ..token_text import incomplete_tail, probe_token_texts
 from .token_bars import render_token_bars, repr_token
 
 EDIT_STATE_STYLE = {"requested": "color(250)", "active": "color(75)", "achieved": "color(77)",
@@ -73,12 +74,17 @@ class ProbeView(Widget, can_focus=True):
         ids = self.probe_ids
         return ids[self.probe_index % len(ids)] if ids else None
 
-    def _tokens(self) -> list[str]:
+    def _token_bytes(self) -> list[bytes]:
         info = self.state.probe_info(self.probe_id) if self.state and self.probe_id else None
         if info is None:
             return []
-        raw = info.token_bytes or [t.encode() for t in info.tokens]
-        fallbacks = info.tokens or [""] * len(raw)
+        return list(info.token_bytes) or [t.encode() for t in info.tokens]
+
+    def _tokens(self) -> list[str]:
+        """Each token alone, from its exact bytes (partial UTF-8 as \\xNN)."""
+        info = self.state.probe_info(self.probe_id) if self.state and self.probe_id else None
+        raw = self._token_bytes()
+        fallbacks = (info.tokens if info else []) or [""] * len(raw)
         return [display_token(b, f) for b, f in zip(raw, fallbacks)]
 
     def selected_position(self) -> int:
@@ -144,7 +150,8 @@ class ProbeView(Widget, can_focus=True):
             if state.shifts is not None:
                 text.append(f" @{state.shifts.step}", style="dim")
         text.append("\n")
-        text.append_text(self._probe_text(tokens, shift, selected, width))
+        token_bytes = self._token_bytes()
+        text.append_text(self._probe_text(probe_token_texts(token_bytes), shift, selected, width))
         position = None
         if shift is not None:
             position = next((p for p in shift.positions if p.position == selected), None)
@@ -164,7 +171,8 @@ class ProbeView(Widget, can_focus=True):
             text.append(edit.state, style=EDIT_STATE_STYLE.get(edit.state, ""))
             text.append("\n")
         anchor_ids = {a.token_id for a in state.run_start.anchors} if state.run_start else set()
-        text.append_text(render_token_bars(position, anchor_ids, width))
+        tail = incomplete_tail(token_bytes[: selected + 1])  # the next token may finish a character
+        text.append_text(render_token_bars(position, anchor_ids, width, tail=tail))
         continuation = state.continuations.get(probe_id)
         if continuation is not None:
             text.append("\n")
@@ -184,6 +192,7 @@ class ProbeView(Widget, can_focus=True):
             style = Style(bgcolor=kl_colour(kls.get(i, float("nan")), top), color="color(231)")
             if i == selected:
                 style += Style(reverse=True, bold=True, underline=True)
+                token = token or "▏"  # a token whose bytes all went to the previous token's character
             text.append(token, style=style)
             column += len(token)
         return text

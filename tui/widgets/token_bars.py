@@ -6,6 +6,8 @@ from rich.text import Text
 
 from lorascope.protocol.tokens import display_token
 
+from ..token_text import completion_label
+
 BLOCKS = " ▏▎▍▌▋▊▉█"
 BASE_STYLE = "color(74)"
 TUNED_STYLE = "color(214)"
@@ -20,16 +22,22 @@ def bar(fraction: float, width: int) -> str:
     return out.ljust(width)
 
 
-def token_label(token) -> str:
-    """A TokenProb's legible text: from its exact bytes (partial UTF-8 as \\xNN), quoted."""
-    return repr_token(display_token(token.token_bytes, token.token))
+def token_label(token, tail: bytes = b"") -> str:
+    """A TokenProb's legible text: from its exact bytes (partial UTF-8 as \\xNN), quoted; with the
+    character it completes when the probe ends mid-character ('\\x92'→В)."""
+    shown = completion_label(tail, token.token_bytes, token.token) if tail else display_token(token.token_bytes, token.token)
+    if tail and "→" in shown:
+        raw, done = shown.rsplit("→", 1)
+        return repr_token(raw) + "→" + done
+    return repr_token(shown)
 
 
 def repr_token(shown: str) -> str:
     return "'" + shown + "'"
 
 
-def render_token_bars(position, anchor_ids: set[int], width: int, max_rows: int | None = None) -> Text:
+def render_token_bars(position, anchor_ids: set[int], width: int, max_rows: int | None = None,
+                      tail: bytes = b"") -> Text:
     """Rows `token  base-bar p  tuned-bar p`, sorted by tuned probability; anchors marked * (one cell wide in every terminal, unlike ⚓)."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if position is None:
@@ -40,13 +48,13 @@ def render_token_bars(position, anchor_ids: set[int], width: int, max_rows: int 
     rows += [a for a in position.anchors if a.token_id not in seen]
     if max_rows is not None:
         rows = rows[:max_rows]
-    label_width = min(12, max((len(token_label(t)) for t in rows), default=4) + 1)
+    label_width = min(12, max((len(token_label(t, tail)) for t in rows), default=4) + 1)
     bar_width = max(4, (width - label_width - 2 - 2 * 6) // 2)
     for i, token in enumerate(rows):
         if i:
             text.append("\n")
         is_anchor = token.token_id in anchor_ids
-        label = token_label(token)
+        label = token_label(token, tail)
         if len(label) > label_width - 1:
             label = label[: label_width - 2] + "…"
         text.append("*" if is_anchor else " ", style="bold color(178)")
