@@ -206,3 +206,26 @@ def test_cadence_and_loss_sensitivity():
     assert frame.sensitivity.values() == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert all(v < 0 for v in expected)  # a step of SGD on the batch lowers its loss
     assert all(math.isfinite(v) for v in frame.grad_norms.values())
+
+
+def test_gathered_frame_holds_every_ranks_examples():
+    """Under several processes `gather` merges the ranks' tables; here two replicas stand for two ranks."""
+    torch.manual_seed(6)
+    sequences = [torch.randint(1, VOCAB, (n,)).tolist() for n in (6, 9, 7, 8)]
+    replicas = [tiny_peft(), tiny_peft()]  # same seed: identical weights, as DDP keeps them
+    expected, _ = reference_norms(replicas[0], sequences)
+    tables = {}
+    observers = [
+        VolatilityObserver(replicas[0], gather=lambda t: torch.cat([t, tables[1]], dim=1)),
+        VolatilityObserver(replicas[1], gather=lambda t: tables.setdefault(1, t)),
+    ]
+    for rank in (1, 0):  # rank 1 first: its table is what rank 0's collective receives
+        chunk = sequences[rank * 2 : rank * 2 + 2]
+        ids, mask, labels = right_padded(chunk)
+        with observers[rank].capture(loss_weight=1 / 4):  # mean over the global batch of 4
+            losses, counts = per_example_loss(replicas[rank](input_ids=ids, attention_mask=mask).logits, labels)
+            (losses.sum() / 4).backward()
+        observers[rank].record([100 + rank * 2, 101 + rank * 2], losses.detach(), counts)
+        frame = observers[rank].observe(1)
+    assert frame.example_ids == [100, 101, 102, 103]
+    assert frame.grad_norms.values() == pytest.approx(expected, rel=1e-4)
