@@ -229,3 +229,23 @@ def test_gathered_frame_holds_every_ranks_examples():
         frame = observers[rank].observe(1)
     assert frame.example_ids == [100, 101, 102, 103]
     assert frame.grad_norms.values() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_grad_norms_under_gradient_checkpointing(use_reentrant):
+    """Recomputed forwards must not count an example twice (nor zero times)."""
+    torch.manual_seed(4)
+    sequences = [torch.randint(1, VOCAB, (n,)).tolist() for n in (6, 8, 5)]
+    model = tiny_peft()
+    expected, _ = reference_norms(model, sequences)
+    model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    if use_reentrant:
+        model.enable_input_require_grads()
+    model.train()
+    observer = VolatilityObserver(model)
+    ids, mask, labels = right_padded(sequences)
+    with observer.capture(loss_weight=1 / 3):
+        losses, counts = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+        losses.mean().backward()
+    observer.record([0, 1, 2], losses.detach(), counts)
+    assert observer.observe(1).grad_norms.values() == pytest.approx(expected, rel=1e-4)
