@@ -73,6 +73,7 @@ def test_rank_by_loss_and_bad_arguments(tmp_path, dataset, tiny_model_dir, capsy
     assert main(["rank", str(dataset), "--model", str(tiny_model_dir), "--out", str(out), "--by", "loss", "--quiet"]) == 0
     losses = [float(line.split()[1]) for line in out.read_text().splitlines() if not line.startswith("#")]
     assert losses == sorted(losses)
+    assert all(line.split()[2] == "nan" for line in out.read_text().splitlines() if not line.startswith("#"))  # no backward
 
     assert main(["rank", str(tmp_path / "missing.jsonl"), "--model", str(tiny_model_dir), "--quiet"]) == 2
     assert "missing.jsonl: dataset file not found" in capsys.readouterr().err
