@@ -13,14 +13,16 @@ may be active at once; each reports its token probability, KL to target and the
 collateral drift (change of every other probe's mean KL(base ‖ tuned) since the
 edit began) as `EditUpdate` frames.
 
-Why a KL tolerance: lumping the vocabulary into {t, not t} can only lower a KL
-(data processing), so an achieved edit has binary KL(q ‖ p_model(t)) < τ, and by
-Pinsker |p_model(t) − q| ≤ √(τ/2) whatever q. The default τ = 0.02 nats bounds
-that by 0.1 (for q = 0.6 the binary bound gives p(t) in [0.50, 0.69]). It is not
-tighter because the rest of the KL is the other tokens' shares, which a LoRA
-that does not touch the output head cannot keep exactly: on the embedded model,
-"The capital of France is" → " Lyon" at q = 0.6 has p(t) at 0.6 ± 0.01 after ~30
-steps while the KL creeps below 0.02 only around step 90 (lr 5e-5, edit alone).
+Why a KL tolerance, and why 0.05 nats: lumping the vocabulary into {t, not t} can
+only lower a KL (data processing), so an achieved edit has binary KL(q ‖ p(t)) < τ
+and, by Pinsker, |p(t) − q| ≤ √(τ/2) whatever q (0.16 for τ = 0.05; for q = 0.6
+the binary bound gives p(t) in [0.44, 0.75]). The rest of the KL is the other
+tokens' shares, which a LoRA that leaves the output head alone cannot keep
+exactly while the training data pulls the other way: on the embedded model,
+"The capital of France is" → " Lyon" at q = 0.6 with λ = 1 during training
+(lr 3e-4 cosine, 60 steps) had p(t) within 0.6 ± 0.1 from its 9th step on, KL
+under 0.05 at its 29th, and levelled off at KL ≈ 0.021 (p(t) 0.58) — so 0.02
+would be reached only sometimes, 0.05 reliably. A larger λ lowers that level.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A control client only: no torch, so it runs on a laptop next to `lorascope watch
 The file is JSONL (one edit per line) or a JSON list of edits, each
 
     {"at_step": 0, "probe_id": "capital-fr", "position": 4, "token": " Lyon", "q": 0.6,
-     "weight": 1.0, "tolerance": 0.02, "budget": 50}
+     "weight": 1.0, "tolerance": 0.05, "budget": 50}
 
 `at_step` (default 0) is when to send it; `position` defaults to the probe's last;
 `token` (a string that is exactly one token) or `token_id`; weight, tolerance and

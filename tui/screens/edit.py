@@ -27,7 +27,7 @@ from ..widgets.edit_list import EditList, EditTable
 from ..widgets.token_bars import repr_token
 
 POLL_S = 0.2  # how often the panel looks at the run state and the replies (the app folds frames in)
-DEFAULTS = "λ 1 · tol 0.02 · budget 50"  # the trainer's defaults (lorascope.trainer.edit_requests)
+DEFAULTS = "λ 1 · tol 0.05 · budget 50"  # the trainer's defaults (lorascope.trainer.edit_requests)
 
 
 def parse_q(text: str) -> float:
