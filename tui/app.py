@@ -17,6 +17,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
 from .messages import FeedFailed, FeedStatus, FramesArrived
@@ -105,8 +106,11 @@ class LorascopeApp(App):
             return  # help, edit and compare screens draw themselves
         if self.state.revision == self._drawn_revision and screen.state is self.state:
             return
+        try:
+            screen.show_state(self.state)
+        except NoMatches:
+            return  # the screen is still composing: the next tick draws it
         self._drawn_revision = self.state.revision
-        screen.show_state(self.state)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -28,7 +28,12 @@ async def wait_until(pilot, condition, timeout: float = 20.0) -> bool:
         if condition():
             return True
         await pilot.pause(0.05)
-    return condition()
+    if condition():
+        return True
+    state = pilot.app.state
+    print(f"gave up after {timeout} s: step={state.step} state={state.state} connection={state.connection} "
+          f"last_seq={state.last_seq} replies={[(r.cmd, r.ok, r.error) for r in pilot.app.replies]}")
+    return False
 
 
 async def test_joins_mid_run_and_controls(tmp_path):

@@ -38,7 +38,7 @@ def wait_for(condition, timeout: float, what: str, child: subprocess.Popen, out_
 
 
 async def test_watch_real_trainer(tiny_model_dir, tmp_path):
-    child = start_trainer(tiny_model_dir, tmp_path, steps=12)
+    child = start_trainer(tiny_model_dir, tmp_path, steps=40)
     run_dir = tmp_path / "ui-live"
     try:
         endpoints = wait_for(lambda: (run_dir / "endpoints.json").is_file()
@@ -60,14 +60,14 @@ async def test_watch_real_trainer(tiny_model_dir, tmp_path):
             client.close()
         app = LorascopeApp.live(endpoints["pub"], endpoints["control"])
         async with app.run_test(size=(100, 30)) as pilot:
-            assert await wait_until(pilot, lambda: app.state.state == "paused" and app.state.run_start is not None, 60)
+            assert await wait_until(pilot, lambda: app.state.state == "paused" and app.state.run_start is not None, 180)
             joined_at = app.state.step
-            assert 3 <= joined_at < 12
+            assert 3 <= joined_at < 40
             await pilot.press("n")  # one step, then paused again
-            assert await wait_until(pilot, lambda: app.state.step == joined_at + 1 and app.state.state == "paused", 60)
+            assert await wait_until(pilot, lambda: app.state.step == joined_at + 1 and app.state.state == "paused", 180)
             await pilot.press("r")
-            assert await wait_until(pilot, lambda: app.state.run_end is not None, 120)
-            assert await wait_until(pilot, lambda: app.state.last_seq >= app.state.run_end.seq, 10)
+            assert await wait_until(pilot, lambda: app.state.run_end is not None, 300)
+            assert await wait_until(pilot, lambda: app.state.last_seq >= app.state.run_end.seq, 60)
             cmds = [(r.cmd, r.ok) for r in app.replies]
             assert ("step", True) in cmds and ("resume", True) in cmds
             state = app.state
@@ -78,7 +78,7 @@ async def test_watch_real_trainer(tiny_model_dir, tmp_path):
         # Everything the trainer recorded reached the UI once, in order (heartbeats are not recorded).
         assert app.frames_applied == len(recorded)
         assert state.last_seq == recorded[-1].seq
-        assert state.step == 12 and state.state == "finished"
+        assert state.step == 40 and state.state == "finished"
         assert state.history.points("loss")[0] == [float(f.step) for f in recorded if f.kind == "step"]
         assert state.deltas is not None and state.shifts is not None and state.volatility is not None
     finally:
