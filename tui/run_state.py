@@ -83,7 +83,7 @@ class RunState:
     def apply(self, frame: Frame) -> None:
         """Fold one frame in (frames arrive in seq order)."""
         self.revision += 1
-        if frame.seq >= 0:
+        if frame.seq >= 0 and not isinstance(frame, Heartbeat):  # a heartbeat repeats the last seq it sent
             self.last_seq = max(self.last_seq, frame.seq)
         if not isinstance(frame, Heartbeat):
             self.step = max(self.step, frame.step)
@@ -103,7 +103,9 @@ class RunState:
             self.state = frame.state
             self.status_message = frame.message
         elif isinstance(frame, Heartbeat):
-            if frame.state and self.state not in ("finished", "failed", "stopped"):
+            # A heartbeat speaks for the trainer now; it may arrive before the history has caught up.
+            caught_up = frame.last_seq <= self.last_seq
+            if frame.state and caught_up and self.state not in ("finished", "failed", "stopped"):
                 self.state = frame.state
         elif isinstance(frame, Resources):
             self.resources = frame

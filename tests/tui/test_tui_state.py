@@ -90,3 +90,17 @@ def test_probe_text_reads_whole_characters_across_token_boundaries():
     assert incomplete_tail([b"x", b" \xd0"]) == b"\xd0" and incomplete_tail(tokens) == b""
     assert completion_label(b"\xd0", b"\x92") == "\\x92→В"
     assert completion_label(b"\xd0", b" Paris") == " Paris"  # does not complete it: shown as is
+
+
+def test_heartbeat_state_waits_for_the_history():
+    from lorascope.protocol.frames import Heartbeat, Status
+
+    state = RunState()
+    state.apply(RunStart(seq=0, total_steps=10))
+    state.apply(Heartbeat(seq=7, state="paused", last_seq=7))  # the trainer paused at seq 7; we have seq 0
+    assert state.state == "running" and state.last_seq == 0
+    for seq in range(1, 7):
+        state.apply(StepMetrics(seq=seq, step=seq, loss=1.0))
+    state.apply(Status(seq=7, step=6, state="paused"))
+    state.apply(Heartbeat(seq=7, state="paused", last_seq=7))
+    assert state.state == "paused" and state.step == 6
