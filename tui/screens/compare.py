@@ -92,6 +92,7 @@ class CompareScreen(Screen):
         self.query_one("#panel-probe-a").border_title = f"A {name_a}"
         self.query_one("#panel-probe-b").border_title = f"B {name_b}"
         probes_a = self.query_one("#probes-a", ProbeView)
+        self.query_one("#probes-b", ProbeView).can_focus = False  # B follows A: one selection, one focus
         self.watch(probes_a, "probe_index", self._sync_probe, init=False)
         self.watch(probes_a, "position", self._sync_probe, init=False)
         probes_a.focus()
@@ -105,8 +106,8 @@ class CompareScreen(Screen):
         self.state_b = self.model_b.state_at(min(step, self.model_b.last_step))
         a, b = self.state_a, self.state_b
         with self.app.batch_update():
-            self.query_one("#header-a", RunHeader).show_state(a, "A")
-            self.query_one("#header-b", RunHeader).show_state(b, "B")
+            self.query_one("#header-a", RunHeader).show_run(a, "A", self.model_a.path.name)
+            self.query_one("#header-b", RunHeader).show_run(b, "B", self.model_b.path.name)
             xa, ya = a.history.points("loss")
             xb, yb = b.history.points("loss")
             self.query_one("#loss", LossPlot).update([("A", xa, ya, COLOUR_A), ("B", xb, yb, COLOUR_B)])

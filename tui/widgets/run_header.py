@@ -23,6 +23,10 @@ class RunHeader(Static):
     def show_state(self, state, extra: str = "") -> None:
         self.update(render_header(state, self.size.width or 80, extra))
 
+    def show_run(self, state, label: str, name: str) -> None:
+        """Half-width header for compare: which run, where, in what state first; the model after."""
+        self.update(render_compare_header(state, label, name))
+
 
 def render_header(state, width: int, extra: str = "") -> Text:
     start = state.run_start
@@ -62,4 +66,20 @@ def render_header(state, width: int, extra: str = "") -> Text:
         text.append(f" {state.frames_received}fr gaps {state.gaps_filled} lost {state.frames_dropped}", style="dim")
     if extra:
         text.append(f"  {extra}", style="dim")
+    return text
+
+
+def render_compare_header(state, label: str, name: str) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"{label} ", style="bold reverse")
+    text.append(f" {name}  ", style="bold")
+    text.append(f"step {state.step}/{state.total_steps or '?'} ")
+    text.append(f" {state.state} ", style=STATE_STYLES.get(state.state, "bold") + " reverse")
+    text.append("\n")
+    if state.metrics is not None:
+        text.append(f"loss {format_number(state.metrics.loss)}  ")
+    start = state.run_start
+    if start is not None:
+        model = start.model.split(":", 1)[1] if start.model.startswith("embedded:") else start.model
+        text.append(f"{model} r{start.adapter.get('r', '?')}", style="dim")
     return text
