@@ -61,6 +61,19 @@ def resolve_watch(endpoint: str, control: str | None) -> tuple[str, str | None]:
     return endpoint, control
 
 
+def check_recording(path: Path) -> None:
+    """Open and index it once: a bad file fails here, as one line, before the screen opens
+    (the index is cached beside the file, so the app's own opening is quick)."""
+    from lorascope.protocol.codec import ProtocolError
+
+    from .replay_model import ReplayModel
+
+    try:
+        ReplayModel(path).close()
+    except ProtocolError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from .app import LorascopeApp
 
@@ -69,15 +82,11 @@ def run(args: argparse.Namespace) -> int:
         app = LorascopeApp.live(pub, control, curve_dir=args.curve_dir)
     elif args.command == "replay":
         path = resolve_recording(args.run_file)
-        from lorascope.protocol.recording import RunReader
-
-        RunReader(path).close()  # a bad file fails here, as one line, before the screen opens
+        check_recording(path)
         app = LorascopeApp.replay(path, start_step=args.step)
     else:
         a, b = resolve_recording(args.run_a), resolve_recording(args.run_b)
-        from lorascope.protocol.recording import RunReader
-
-        RunReader(a).close(), RunReader(b).close()
+        check_recording(a), check_recording(b)
         app = LorascopeApp.compare(a, b, start_step=args.step)
     app.run()
     return int(app.return_code or 0)
