@@ -28,7 +28,7 @@ from .screens.help import HelpScreen
 REDRAW_HZ = 10
 INBOX_LIMIT = 50_000
 """Frames waiting to be folded in; past this the worker stops reading and lets the feed's gap filling catch up."""
-APPLY_BATCH = 20_000
+APPLY_BATCH = 2_000
 """Frames folded per message handler call, so a huge snapshot never freezes the keyboard."""
 
 
