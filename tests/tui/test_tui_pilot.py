@@ -232,3 +232,16 @@ async def test_corrupt_record_is_reported_not_fatal(synthetic_run, tmp_path):
         await pilot.press("comma")  # earlier steps still replay
         await pilot.pause()
         assert app.state.step == 59
+
+
+async def test_no_color_heatmap_uses_shades(synthetic_run, monkeypatch):
+    """NO_COLOR terminals (and plain-text captures) still read the heatmap: one layer per row, shades."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = LorascopeApp.replay(synthetic_run, start_step=45)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        heatmap = app.screen.query_one(Heatmap)
+        assert heatmap.monochrome and not heatmap.compact
+        rendered = heatmap.render().plain
+        assert "▀" not in rendered and any(shade in rendered for shade in "░▒▓█")
+        assert "··" in rendered  # the not-adapted cells

@@ -23,6 +23,18 @@ SHORT_MODULES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "ga
                  "up_proj": "up", "down_proj": "dwn", "c_attn": "att", "c_proj": "prj", "c_fc": "fc"}
 
 
+SHADES = " ░▒▓█"
+
+
+def shade_for(value: float, low: float, high: float) -> str:
+    """A cell as repeated shade glyphs (for NO_COLOR terminals and text captures)."""
+    if value != value:  # NaN: not adapted
+        return "··"
+    frac = (value - low) / (high - low) if high > low else 0.0
+    level = min(len(SHADES) - 1, max(0, round(frac * (len(SHADES) - 1))))
+    return SHADES[level] * 8
+
+
 class Heatmap(Widget, can_focus=True):
     """Layers × modules; `m` cycles absolute / relative / since-last."""
 
@@ -95,7 +107,9 @@ class Heatmap(Widget, can_focus=True):
     # ------------------------------------------------------------------ layout
     def _resize_for_content(self) -> None:
         parent_height = self.parent.size.height if self.parent is not None else 0
-        if parent_height:  # not laid out yet: keep the current choice
+        if self.monochrome:
+            self.compact = False  # shades carry one value per cell: one layer per row
+        elif parent_height:  # not laid out yet: keep the current choice
             self.compact = parent_height < len(self.layer_names) + 2
 
     def on_resize(self) -> None:
@@ -112,6 +126,14 @@ class Heatmap(Widget, can_focus=True):
         return 2 + max(rows, 1)
 
     # ------------------------------------------------------------------ render
+    @property
+    def monochrome(self) -> bool:
+        """NO_COLOR (or a plain-text capture): values as shades ░▒▓█ instead of colours."""
+        try:
+            return bool(self.app.no_color)
+        except Exception:  # not mounted in an app
+            return False
+
     def _cell_width(self) -> int:
         usable = max(10, self.size.width - 4)
         return max(2, min(8, usable // max(1, len(self.module_names) or 1)))
@@ -147,6 +169,10 @@ class Heatmap(Widget, can_focus=True):
             for row in range(len(self.layer_names)):
                 text.append("\n")
                 text.append(f"{self.layer_names[row][-2:]:>2} ", style="dim")
+                if self.monochrome:
+                    for m in range(len(self.module_names)):
+                        text.append(shade_for(self._value(row, m), low, high).ljust(width)[:width])
+                    continue
                 for m in range(len(self.module_names)):
                     value = self._value(row, m)
                     colour = colour_for(value, low, high, self.diverging)
@@ -166,6 +192,9 @@ class Heatmap(Widget, can_focus=True):
         label = "B−A " + MODE_LABELS[self.mode] if self.diverging else MODE_LABELS[self.mode]
         legend.append(label, style="bold")
         legend.append(f" {format_number(low)} ")
+        if self.monochrome:
+            legend.append(SHADES[1:] + f" {format_number(high)}  · n/a")
+            return legend
         for colour in palette:
             legend.append(" ", style=Style(bgcolor=colour))
         legend.append(f" {format_number(high)}")
