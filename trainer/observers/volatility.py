@@ -86,7 +86,6 @@ class VolatilityObserver:
         self._paused = 0
         self._measure_next = True  # is the coming step one this observer reports?
         self._pending: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-        self._after: dict[int, float] = {}
         self._after_pending: list[tuple[list[int], torch.Tensor]] = []
         self._history: deque[list[tuple[float, float]]] = deque(maxlen=window)  # per step: (log loss, log grad norm)
         self._dispersions: deque[float] = deque(maxlen=window)
