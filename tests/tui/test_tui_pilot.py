@@ -100,6 +100,11 @@ async def test_every_panel_follows_the_cursor(synthetic_run):
         assert (at.shifts and at.shifts.step) == (folded.shifts and folded.shifts.step)
         assert {k: (e.state, e.step) for k, e in at.edits.items()} == {k: (e.state, e.step) for k, e in folded.edits.items()}
         assert [(s.step, s.example_id) for s in at.spikes] == [(s.step, s.example_id) for s in folded.spikes]
+        model.scan_spikes()  # the background index of all spikes gives the same table
+        indexed = model.state_at(step)
+        assert [(s.step, s.example_id, s.snippet) for s in indexed.spikes] == \
+            [(s.step, s.example_id, s.snippet) for s in folded.spikes]
+        model.spike_index = None
         assert at.history.points("loss") == folded.history.points("loss")
         assert at.continuations.keys() == folded.continuations.keys()
 

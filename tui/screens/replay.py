@@ -50,8 +50,21 @@ class ReplayScreen(DashboardScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self._load(self.timeline.cursor)
+        self.run_worker(self._scan_spikes, thread=True, exclusive=True, group="spikes", exit_on_error=False)
         if self.model.torn:
             self.app.notify(self.model.torn, severity="warning", timeout=6)
+
+    def _scan_spikes(self) -> None:
+        """Worker thread: index the whole run's spikes, then redraw the cursor step with them."""
+        try:
+            self.model.scan_spikes()
+        except (UserError, ProtocolError):
+            return  # a corrupt record: the window of recent frames keeps serving the table
+        self.app.call_from_thread(self._reload)
+
+    def _reload(self) -> None:
+        self._shown_step = None
+        self._load(self.timeline.cursor)
 
     @property
     def timeline(self) -> Timeline:
