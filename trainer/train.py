@@ -110,16 +110,18 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
     _, layers, modules = adapted_linears(peft_model)
     logit_obs = LogitShiftObserver(peft_model, tokenizer, probes, anchors=anchors,
                                    every=cfg.logit_shift_every or 10 ** 9, top_k=cfg.top_k)
-    # Only the main process measures and publishes; under several processes the others just train.
+    # Only the main process measures and publishes (volatility aside); under several processes the others train.
     observers = {}
     if cfg.weight_delta_every and is_main:
         observers["weight_delta"] = WeightDeltaObserver(peft_model, every=cfg.weight_delta_every)
     if cfg.logit_shift_every and is_main:
         observers["logit_shift"] = logit_obs
     vol = None
-    if cfg.volatility_every and is_main:
+    multi = accelerator.num_processes > 1
+    if cfg.volatility_every:  # on every rank: per-example figures are gathered from all of them
+        gather = (lambda t: accelerator.gather(t.T.contiguous()).T) if multi else None
         vol = VolatilityObserver(peft_model, every=cfg.volatility_every, spike_score=cfg.spike_score,
-                                 snippet=data.snippet)
+                                 snippet=data.snippet, gather=gather)
         observers["volatility"] = vol
     estimate = estimate_resources(peft_model.get_base_model().config, rank=cfg.rank, batch_size=cfg.batch_size,
                                   max_length=cfg.max_length, target_modules=targets)
@@ -127,7 +129,6 @@ def train(cfg: TrainConfig, *, progress_stream=None) -> RunResult:
         observers["resources"] = ResourceObserver(accelerator.device, every=cfg.resources_every,
                                                   estimate_total=estimate.total)
     # Edits add a backward on the main process only, which DDP cannot reconcile: single process only.
-    multi = accelerator.num_processes > 1
     edits = EditManager(peft_model, tokenizer, probes, logit_obs)
     if edits_state:
         edits.load_state_dict(edits_state)

@@ -24,6 +24,8 @@ def test_two_cpu_processes_train_and_only_the_main_one_records(tiny_model_dir, t
     assert frames[0].hyperparameters["world_size"] == 2
     assert [f.step for f in frames if f.kind == "step"] == [1, 2, 3, 4]  # one publisher: no duplicate frames
     assert frames[-1].kind == "run_end" and frames[-1].reason == "finished"
+    vol = [f for f in frames if f.kind == "volatility"]
+    assert len(vol) == 4 and all(len(set(f.example_ids)) == 4 for f in vol)  # 2 per rank, gathered from both
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
 
 
