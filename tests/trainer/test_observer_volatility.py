@@ -249,3 +249,21 @@ def test_grad_norms_under_gradient_checkpointing(use_reentrant):
         losses.mean().backward()
     observer.record([0, 1, 2], losses.detach(), counts)
     assert observer.observe(1).grad_norms.values() == pytest.approx(expected, rel=1e-4)
+
+
+def test_short_sequences_take_the_gram_form_and_still_match():
+    """T=3 tokens, in=64, r=4: T·(in+out) < in·out, so the hooks use ⟨aaᵀ, ggᵀ⟩."""
+    from lorascope.trainer.observers.per_example_grads import direct_is_cheaper
+
+    assert not direct_is_cheaper(3, 64, 4) and direct_is_cheaper(12, 64, 4)
+    torch.manual_seed(7)
+    sequences = [torch.randint(1, VOCAB, (3,)).tolist() for _ in range(3)]
+    model = tiny_peft()
+    expected, _ = reference_norms(model, sequences)
+    observer = VolatilityObserver(model)
+    ids, mask, labels = right_padded(sequences)
+    with observer.capture(loss_weight=1 / 3):
+        losses, counts = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+        losses.mean().backward()
+    observer.record([0, 1, 2], losses.detach(), counts)
+    assert observer.observe(1).grad_norms.values() == pytest.approx(expected, rel=1e-4)
