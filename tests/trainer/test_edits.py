@@ -339,3 +339,25 @@ def test_state_dict_round_trip_keeps_active_edits(tokenizer):
     # numbering continues after a resume: no two edits of a run share an id
     frames = resumed.request({"probe_id": "capital", "token": " London", "q": 0.1}, step=4)
     assert frames[0].edit_id == "e4"
+
+
+def test_collateral_is_measured_every_few_steps_and_at_the_end(tokenizer):
+    from lorascope.trainer.edits import COLLATERAL_EVERY
+    from lorascope.trainer.observers.logit_shift import LogitShiftObserver
+
+    model = make_model(tokenizer)
+    probes = make_probes(tokenizer)
+    manager = EditManager(model, tokenizer, probes, LogitShiftObserver(model, tokenizer, probes, anchors=[]))
+    budget = COLLATERAL_EVERY + 1
+    manager.request({"probe_id": "capital", "token": " Lyon", "q": 0.9, "budget": budget}, step=0)
+    optimizer = torch.optim.AdamW(trainable(model), lr=1e-3)
+    batch = torch.tensor([tokenizer.encode("Seven plus five is twelve.")])
+    frames = []
+    for step in range(1, budget + 1):
+        train_step(model, manager, optimizer, batch)
+        frames += manager.after_step(step)
+    assert [f.steps_used for f in frames] == list(range(1, budget + 1)) and frames[-1].state == "failed"
+    assert all(f.collateral == {} for f in frames[: COLLATERAL_EVERY - 1])  # not measured yet
+    measured = frames[COLLATERAL_EVERY - 1].collateral
+    assert set(measured) == {"arithmetic", "logic"} and all(v > 0 for v in measured.values())
+    assert set(frames[-1].collateral) == {"arithmetic", "logic"} and frames[-1].collateral != measured
