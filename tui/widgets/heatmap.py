@@ -61,10 +61,15 @@ class Heatmap(Widget, can_focus=True):
         self.diverging = False
         self.title_note = ""
         self._arrays: dict[str, list[list[float]]] = {}
+        self._shown_key: object = None
 
     # ------------------------------------------------------------------ data
     def show_deltas(self, layers: list[str], modules: list[str], frame, note: str = "") -> None:
         """Show a WeightDeltas frame (or None when there is none yet)."""
+        key = (id(frame), tuple(layers), tuple(modules), note)
+        if key == self._shown_key and not self.diverging:
+            return  # the same frame: nothing to redo at the redraw rate
+        self._shown_key = key
         self.layer_names, self.module_names, self.diverging, self.title_note = layers, modules, False, note
         if frame is None:
             self._arrays, self.step = {}, None
@@ -75,6 +80,7 @@ class Heatmap(Widget, can_focus=True):
 
     def show_difference(self, layers: list[str], modules: list[str], rows: list[list[float]] | None, note: str) -> None:
         """Show precomputed B − A rows on a diverging scale (compare screen)."""
+        self._shown_key = None
         self.layer_names, self.module_names, self.diverging, self.title_note = layers, modules, True, note
         self._arrays = {self.mode: rows} if rows is not None else {}
         self.step = None

@@ -59,8 +59,16 @@ class ProbeView(Widget, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.state = None
+        self._shown_key: object = None
 
     def show_state(self, state) -> None:
+        # Redraws come at up to 10/s with every kind of frame; only these change what this view shows.
+        key = (id(state), id(state.run_start), id(state.shifts),
+               tuple((e.edit_id, e.seq) for e in state.edits.values()),
+               tuple(c.seq for c in state.continuations.values()))
+        if key == self._shown_key:
+            return
+        self._shown_key = key
         self.state = state
         self.refresh(layout=True)
 
