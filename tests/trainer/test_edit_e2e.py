@@ -134,3 +134,28 @@ def test_edits_over_the_control_socket_and_from_files(trainer):
     assert from_cli[-1].token == " London" and 0.0 < from_cli[-1].p_token < 1.0
     probe_ids = {p.probe_id for p in frames[0].probes}
     assert set(from_cli[-1].collateral) == probe_ids - {"capital-fr"}
+
+
+def test_active_edits_survive_a_resume(tiny_model_dir, tmp_path):
+    """An edit still active when a run ends is in its checkpoint, and the resumed run goes on training it."""
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text(json.dumps({"probe_id": "logic", "token": " yes", "q": 0.9, "budget": 100}) + "\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    common = ["--model", str(tiny_model_dir), "--pub", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0",
+              "--output-dir", str(tmp_path), "--batch-size", "2", "--max-length", "96", "--no-progress",
+              "--checkpoint-every", "0", "--weight-delta-every", "0", "--volatility-every", "0"]
+    first = subprocess.run(LORASCOPE + ["train", *common, "--run-id", "first", "--max-steps", "3", "--edits", str(edits)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(LORASCOPE + ["train", *common, "--run-id", "second", "--max-steps", "5",
+                                         "--resume", str(tmp_path / "first")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+
+    before = [f for f in RunReader(tmp_path / "first" / "run.lsr") if isinstance(f, EditUpdate)]
+    after = [f for f in RunReader(tmp_path / "second" / "run.lsr") if isinstance(f, EditUpdate)]
+    assert [(f.state, f.steps_used) for f in before] == [("requested", 0), ("active", 0), ("active", 1),
+                                                          ("active", 2), ("active", 3)]
+    assert [(f.edit_id, f.state, f.step, f.steps_used) for f in after] == [("e1", "active", 4, 4), ("e1", "active", 5, 5)]
+    assert after[0].start_step == 0 and after[0].p_token_start == before[0].p_token_start
+    assert after[0].token == " yes" and after[0].budget == 100
