@@ -11,6 +11,8 @@ The file is JSONL (one edit per line) or a JSON list of edits, each
 budget have the trainer's defaults. `lorascope train --edits FILE` reads the same
 format through `load_edit_file`. With `--wait` the command follows the live stream
 and prints each edit's token probability until it is achieved or failed.
+Exit status: 0 every edit accepted (with --wait: achieved), 1 one failed or was
+cancelled (or the run ended first), 2 one was refused.
 """
 
 from __future__ import annotations
@@ -111,14 +113,14 @@ def _skip_space(text: str, i: int) -> int:
 
 # --------------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="edits, JSONL or a JSON list (see `lorascope edit --help`)")
+    parser.add_argument("file", metavar="FILE", help="edits, JSONL or a JSON list (format below)")
     parser.add_argument("--endpoint", default=DEFAULT_CONTROL, help="the trainer's control endpoint (default %(default)s)")
     parser.add_argument("--wait", action="store_true",
                         help="follow the run and print each edit's probability until it is achieved or failed")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for each reply (the trainer answers between steps; default %(default)s)")
     parser.add_argument("--curve-keys", metavar="DIR", help="CurveZMQ key directory, for a trainer bound beyond loopback")
-    parser.epilog = __doc__.split("\n\n", 2)[1]
+    parser.epilog = __doc__.split("\n\n", 1)[1]
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
