@@ -33,7 +33,7 @@ chat_en_ru_ranked() {
 }
 chat_en_ru_edit()   { train chat_en_ru_edit --dataset $DATA/sample_en_ru.chat.jsonl --edits $OUT/edit_lyon.jsonl; }
 
-for name in "${@:-plain_en_ru chat_en_ru chat_en chat_en_ru_ranked chat_en_ru_edit}"; do
+for name in "${@:-chat_en_ru plain_en_ru chat_en chat_en_ru_edit chat_en_ru_ranked}"; do
     for n in $name; do "$n"; done
 done
 ls -l "$OUT"/*.lsr
