@@ -92,6 +92,18 @@ def test_edits_over_the_control_socket_and_from_files(trainer):
         with pytest.raises(ControlError, match=r"is already cancelled"):
             client.request("cancel_edit", timeout=30, edit_id=reply["edit_id"])
 
+        # `lorascope edit` without --wait: sends each edit and prints the reply; a refused one makes it exit 2
+        plain_file = out / "plain_edits.jsonl"
+        plain_file.write_text(json.dumps({"probe_id": "arithmetic", "token_id": 5, "q": 0.2}) + "\n"
+                              + json.dumps({"probe_id": "arithmetic", "token": " Lyonnais", "q": 0.2}) + "\n")
+        plain = subprocess.run(LORASCOPE + ["edit", str(plain_file), "--endpoint", endpoints["control"]],
+                               capture_output=True, text=True, timeout=120)
+        assert plain.returncode == 2, plain.stdout + plain.stderr
+        assert f"{plain_file}:1: arithmetic token 5 → q=0.2 → e" in plain.stdout and " active (p=" in plain.stdout
+        assert f"{plain_file}:2: refused: token: ' Lyonnais' is 3 tokens" in plain.stdout
+        plain_id = plain.stdout.split(" → ")[2].split()[0]
+        client.request("cancel_edit", timeout=30, edit_id=plain_id)
+
         # `lorascope edit --wait` sends from a file and follows its edit to the end (failed: budget 2)
         cli_file = out / "cli_edits.json"
         cli_file.write_text(json.dumps([{"probe_id": "capital-fr", "token": " London", "q": 0.95, "budget": 2}]))
@@ -118,8 +130,9 @@ def test_edits_over_the_control_socket_and_from_files(trainer):
     by_id: dict[str, list[EditUpdate]] = {}
     for frame in edits:
         by_id.setdefault(frame.edit_id, []).append(frame)
-    assert len(by_id) == 3
+    assert len(by_id) == 4
     by_token = {frames_[0].token: frames_ for frames_ in by_id.values()}
+    assert [f.state for f in by_id[plain_id]] == ["requested", "active", "cancelled"]
     scripted, controlled, from_cli = by_token[" yes"], by_token[" Paris"], by_token[" London"]
     # the scripted edit: requested at step 1 by the loop, then trained on until its budget ran out
     assert scripted[0].state == "requested" and scripted[0].start_step == 1 and scripted[0].probe_id == "logic"
