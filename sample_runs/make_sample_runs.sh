@@ -13,7 +13,7 @@ trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1
 
 COMMON=(--max-steps 40 --batch-size 4 --max-length 128 --seed 0
-        --weight-delta-every 5 --logit-shift-every 5 --volatility-every 1 --resources-every 10
+        --weight-delta-every 5 --logit-shift-every 10 --volatility-every 1 --resources-every 10
         --checkpoint-every 0 --pub tcp://127.0.0.1:0 --control tcp://127.0.0.1:0
         --output-dir "$WORK" --no-progress)
 
