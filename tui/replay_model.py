@@ -18,7 +18,7 @@ import msgpack
 from lorascope.protocol.codec import decode
 from lorascope.protocol.recording import RunReader
 
-from .run_state import MAX_SPIKES, RunState, SpikeRow
+from .run_state import MAX_SPIKES, RECENT_VOLATILITY, RunState, SpikeRow
 
 CURVE_POINTS = 600
 """Step frames decoded for the loss curve (evenly spaced up to the cursor)."""
@@ -133,6 +133,8 @@ class ReplayModel:
             for frame in self._recent("volatility", step, SPIKE_WINDOW):
                 for spike in frame.spikes:
                     state.add_volatility_spike(frame.step, spike)
+        for frame in self._recent("volatility", step, RECENT_VOLATILITY):
+            state.add_recent_examples(frame)
         state.volatility = self._latest("volatility", step)
         state.deltas = self._latest("weight_delta", step)
         state.shifts = self._latest("logit_shift", step)

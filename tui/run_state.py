@@ -32,6 +32,9 @@ from .history import History
 MAX_SPIKES = 200
 """Spiking examples kept for the volatility table (newest first); older ones drop."""
 
+RECENT_VOLATILITY = 200
+"""Volatility frames whose per-example figures are kept for "most volatile lately" (when nothing spiked)."""
+
 RECENT_STEP_TIMES = 20
 """Step times averaged for the ETA."""
 
@@ -67,6 +70,8 @@ class RunState:
         self.volatility: Volatility | None = None
         self.dispersion = History(("dispersion", "baseline"), capacity=history_capacity)
         self.spikes: deque[SpikeRow] = deque(maxlen=MAX_SPIKES)
+        # (step, example ids, losses, grad norms, token counts) of the latest volatility frames.
+        self.recent_examples: deque[tuple] = deque(maxlen=RECENT_VOLATILITY)
         self.edits: dict[str, EditUpdate] = {}
         self.resources: Resources | None = None
         self.continuations: dict[str, Continuation] = {}
@@ -138,6 +143,7 @@ class RunState:
 
     def add_volatility(self, frame: Volatility) -> None:
         self.volatility = frame
+        self.add_recent_examples(frame)
         self.dispersion.append(frame.step, dispersion=frame.dispersion, baseline=frame.baseline)
         for spike in frame.spikes:
             self.add_volatility_spike(frame.step, spike)
@@ -146,6 +152,31 @@ class RunState:
         self.spikes.appendleft(
             SpikeRow(step, spike.example_id, spike.score, spike.loss, spike.grad_norm, spike.tokens, spike.snippet)
         )
+
+    def add_recent_examples(self, frame: Volatility) -> None:
+        self.recent_examples.append((frame.step, list(frame.example_ids), frame.losses.values(),
+                                     frame.grad_norms.values(), list(frame.token_counts)))
+
+    def top_recent_examples(self, count: int = 20) -> list[SpikeRow]:
+        """The examples with the largest gradient norms in the recent volatility frames, largest first.
+
+        Shown when nothing spiked: a calm run still has examples that move the adapter most.
+        Their score is the gradient norm over the median of the window; they carry no text
+        (only spikes come with a snippet).
+        """
+        rows = []
+        for step, ids, losses, norms, tokens in self.recent_examples:
+            for i, example_id in enumerate(ids):
+                grad = norms[i] if i < len(norms) else math.nan
+                if not math.isnan(grad):
+                    rows.append((grad, step, example_id, losses[i] if i < len(losses) else math.nan,
+                                 tokens[i] if i < len(tokens) else 0))
+        if not rows:
+            return []
+        median = sorted(r[0] for r in rows)[len(rows) // 2] or 1.0
+        rows.sort(key=lambda r: (-r[0], -r[1]))
+        return [SpikeRow(step, example_id, grad / median, loss, grad, tok, "")
+                for grad, step, example_id, loss, tok in rows[:count]]
 
     def touch(self) -> None:
         """Mark a change made from outside `apply` (connection state, counters)."""

@@ -104,3 +104,18 @@ def test_heartbeat_state_waits_for_the_history():
     state.apply(Status(seq=7, step=6, state="paused"))
     state.apply(Heartbeat(seq=7, state="paused", last_seq=7))
     assert state.state == "paused" and state.step == 6
+
+
+def test_calm_run_lists_its_most_volatile_examples():
+    """No spikes: the table falls back to the largest gradient norms of the recent frames."""
+    from lorascope.protocol.frames import F32Array
+
+    state = RunState()
+    for step in range(1, 6):
+        state.apply(Volatility(step=step, seq=step, example_ids=[10 * step, 10 * step + 1],
+                               losses=F32Array.from_values([1.0, 2.0]),
+                               grad_norms=F32Array.from_values([1.0, 1.0 + step]), token_counts=[5, 6]))
+    assert not state.spikes
+    top = state.top_recent_examples(3)
+    assert [(r.step, r.example_id, r.grad_norm) for r in top] == [(5, 51, 6.0), (4, 41, 5.0), (3, 31, 4.0)]
+    assert top[0].snippet == "" and top[0].tokens == 6

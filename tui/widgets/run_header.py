@@ -46,7 +46,7 @@ def render_header(state, width: int, extra: str = "") -> Text:
     text.append(f"{state.step}/{state.total_steps or '?'}", style="bold")
     text.append("  ")
     text.append(f" {state.state} ", style=STATE_STYLES.get(state.state, "bold") + " reverse")
-    if state.status_message:
+    if state.status_message and state.status_message != state.state:
         text.append(f" {state.status_message}", style="dim")
     text.append("\n")
     metrics = state.metrics

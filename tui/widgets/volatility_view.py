@@ -37,16 +37,17 @@ class VolatilityView(Vertical):
         summary = self.query_one("#vol-summary", Static)
         if values:
             baseline = state.dispersion.last("baseline")
-            summary.update(Text(f"dispersion {format_number(values[-1])} (baseline {format_number(baseline)})"
-                           f"  spikes {len(state.spikes)}"))
+            tail = f", {len(state.spikes)} spikes" if state.spikes else ", no spikes: top |g| lately"
+            summary.update(Text(f"disp {format_number(values[-1])} (base {format_number(baseline)})" + tail))
             self.query_one("#vol-spark", Sparkline).data = values[-SPARK_POINTS:]
         else:
             summary.update("no volatility frames yet")
             self.query_one("#vol-spark", Sparkline).data = []
-        self._show_spikes(list(state.spikes))
+        # Nothing spiked: the examples with the largest gradient norms lately, so the table still says something.
+        self._show_spikes(list(state.spikes) if state.spikes else state.top_recent_examples())
 
     def _show_spikes(self, rows) -> None:
-        key = (len(rows), (rows[0].step, rows[0].example_id) if rows else None)
+        key = tuple((r.step, r.example_id, r.snippet == "") for r in rows[:3]) + (len(rows),)
         if key == self._rows_key:
             return
         self._rows_key, self._rows = key, rows
@@ -55,7 +56,8 @@ class VolatilityView(Vertical):
         table.clear()
         for row in rows:
             snippet = row.snippet.replace("\n", " ")
-            table.add_row(str(row.step), str(row.example_id), f"{row.score:.1f}", format_number(row.loss), snippet[:60])
+            table.add_row(str(row.step), str(row.example_id), f"{row.score:.1f}", format_number(row.loss),
+                          snippet[:60] if snippet else f"|g| {format_number(row.grad_norm)}")
         if rows:
             table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
         self._show_detail(table.cursor_row)
@@ -67,8 +69,9 @@ class VolatilityView(Vertical):
         detail = self.query_one("#vol-detail", Static)
         if 0 <= index < len(self._rows):
             row = self._rows[index]
+            text = row.snippet or "(no text: only spikes carry a snippet)"
             detail.update(Text(f"#{row.example_id} step {row.step} loss {format_number(row.loss)} "
-                          f"grad {format_number(row.grad_norm)} {row.tokens} tok: {row.snippet}"))
+                               f"grad {format_number(row.grad_norm)} {row.tokens} tok: {text}"))
         else:
             detail.update("")
 
