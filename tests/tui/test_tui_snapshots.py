@@ -5,6 +5,8 @@ Update with `make snapshots` (pytest --snapshot-update) and review the SVGs by e
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from conftest import SAMPLE_RUNS
 from lorascope.tui.app import LorascopeApp
 
 SMALL, LARGE = (80, 24), (160, 48)
+REVIEWED = Path(__file__).parent / "__snapshots__" / "reviewed_sample_runs.json"
+"""Sample run name -> hash of the recording its snapshots were reviewed against."""
 
 
 async def settle(pilot) -> None:
@@ -73,8 +77,13 @@ def test_sample_run(snap_compare, run, size, request):
     reviewed proves nothing.
     """
     stored = Path(__file__).parent / "__snapshots__" / Path(__file__).stem / f"{request.node.name}.svg"
-    if not stored.exists() and not request.config.getoption("--snapshot-update", default=False):
-        pytest.skip(f"no reviewed snapshot for {run.name} yet (make snapshots, then review the SVG)")
+    digest = hashlib.sha256(run.read_bytes()).hexdigest()[:16]
+    reviewed = json.loads(REVIEWED.read_text()) if REVIEWED.exists() else {}
+    if request.config.getoption("--snapshot-update", default=False):
+        reviewed[run.name] = digest  # the recording these snapshots were made (and are to be reviewed) from
+        REVIEWED.write_text(json.dumps(reviewed, indent=1, sort_keys=True) + "\n")
+    elif not stored.exists() or reviewed.get(run.name) != digest:
+        pytest.skip(f"{run.name} has no reviewed snapshot, or was re-recorded since (make snapshots, review the SVGs)")
     assert snap_compare(LorascopeApp.replay(run), terminal_size=size, run_before=settle)
 
 
