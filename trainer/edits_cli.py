@@ -11,6 +11,10 @@ The file is JSONL (one edit per line) or a JSON list of edits, each
 budget have the trainer's defaults. `lorascope train --edits FILE` reads the same
 format through `load_edit_file`. With `--wait` the command follows the live stream
 and prints each edit's token probability until it is achieved or failed.
+On a short run give an edit room: with the embedded model and 40 steps of lr 3e-4
+cosine, {"at_step": 2, "probe_id": "capital-fr", "token": " Lyon", "q": 0.6,
+"tolerance": 0.1, "budget": 38} is achieved at step 22, while the same edit at
+step 5 with the default tolerance 0.05 is still active at step 40 (KL 0.060).
 Exit status: 0 every edit accepted (with --wait: achieved), 1 one failed or was
 cancelled (or the run ended first), 2 one was refused.
 """
