@@ -249,6 +249,17 @@ class EditManager:
             frames.append(edit.frame(step))
         return frames
 
+    def at_run_end(self, step: int) -> list[EditUpdate]:
+        """A last frame for each edit still active when the run ends: it stays active (a resume from the
+        checkpoint goes on training it), and the message says so, so a replay does not leave it hanging."""
+        frames = []
+        for edit in self.edits.values():
+            if edit.state == "active":
+                edit.message = (f"run ended at step {step} after {edit.steps_used} of {edit.budget} step(s); "
+                                "still active, a resume from the checkpoint goes on")
+                frames.append(edit.frame(step))
+        return frames
+
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """JSON-able: every edit, with the fixed target of active ones as base64 float32 log-probs."""

@@ -220,6 +220,10 @@ def test_several_edits_at_once_and_cancel(tokenizer):
     assert total == pytest.approx(expected, rel=1e-5)
     assert total == pytest.approx(a.kl_to_target + b.kl_to_target + 0.5 * c.kl_to_target, rel=1e-4)
 
+    ending = manager.at_run_end(step=2)  # the run ends here: a last word on each open edit, nothing else
+    assert [(f.edit_id, f.state) for f in ending] == [("e1", "active"), ("e2", "active"), ("e3", "active")]
+    assert "still active, a resume from the checkpoint goes on" in ending[0].message and manager.has_active()
+
     cancelled = manager.cancel("e2", step=3)
     assert cancelled.state == "cancelled" and cancelled.edit_id == "e2"
     assert {e.edit_id for e in manager.edits.values() if e.state == "active"} == {"e1", "e3"}
