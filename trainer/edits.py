@@ -228,6 +228,7 @@ class EditManager:
                 if edit.applied:
                     edit.steps_used += 1
                     edit.applied = False
+                edit.message = ""  # e.g. the note of a previous run's end, once training on it goes on
                 at = logp[edit.position]
                 edit.p_token = float(at[edit.token_id].exp())
                 edit.kl = float(kl_to_target(edit.target_logp.to(at.device), at))
