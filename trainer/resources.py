@@ -5,7 +5,9 @@ count parameters and the adapter exactly, then adds gradients and AdamW state fo
 the adapter only (the base is frozen) and activations for batch × length from the
 per-layer formula of Korthikanti et al. 2022 ("Reducing Activation Recomputation"),
 s·b·h·(34 + 5·a·s/h) bytes at 16 bits, scaled to the training dtype, plus the
-logits (b·s·V, kept about three times: logits, log-softmax, their gradient).
+logits (b·s·V, kept about three times: logits, log-softmax, their gradient) and what each
+adapted Linear keeps for its backward (its dropped-out input and the rank-r middle). Process RSS
+also holds the Python runtime and allocator slack, which no formula here counts.
 Also the `lorascope estimate` subcommand.
 """
 
@@ -32,9 +34,12 @@ def estimate_resources(model_config, *, rank: int, batch_size: int, max_length: 
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())  # tied weights once
     targets = set(target_modules or find_target_modules(model))
     adapter_params = 0
+    lora_saved_per_token = 0  # bytes the adapters keep for backward, per token (see below)
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] in targets and hasattr(module, "in_features"):
             adapter_params += rank * (module.in_features + module.out_features)
+            # each adapted Linear saves its dropped-out input (float32 + a byte mask) and its rank-r middle
+            lora_saved_per_token += module.in_features * 5 + rank * 4
     cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))
     layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0))
@@ -42,7 +47,8 @@ def estimate_resources(model_config, *, rank: int, batch_size: int, max_length: 
     vocab = int(getattr(cfg, "vocab_size", 0))
     s, b = max_length, batch_size
     per_layer_16bit = s * b * hidden * (34 + 5 * heads * s / max(hidden, 1))
-    activations = int(layers * per_layer_16bit * dtype_bytes / 2 + LOGIT_COPIES * b * s * vocab * 4)
+    activations = int(layers * per_layer_16bit * dtype_bytes / 2 + LOGIT_COPIES * b * s * vocab * 4
+                      + lora_saved_per_token * b * s)
     weights = n_params * dtype_bytes
     adapter = adapter_params * 4  # adapters train in float32
     gradients = adapter_params * 4
