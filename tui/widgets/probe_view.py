@@ -177,6 +177,7 @@ class ProbeView(Widget, can_focus=True):
             text.append(f"✎{edit.edit_id} @{edit.position} {repr_token(edit.token)} q={edit.target_p:.2f} "
                         f"p={edit.p_token:.2f} ", style="")
             text.append(edit.state, style=EDIT_STATE_STYLE.get(edit.state, ""))
+            text.append(f" at step {edit.step}", style="dim")  # p is as of then; the bars below are now
             text.append("\n")
         anchor_ids = {a.token_id for a in state.run_start.anchors} if state.run_start else set()
         tail = incomplete_tail(token_bytes[: selected + 1])  # the next token may finish a character
