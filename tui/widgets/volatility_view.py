@@ -37,7 +37,7 @@ class VolatilityView(Vertical):
         summary = self.query_one("#vol-summary", Static)
         if values:
             baseline = state.dispersion.last("baseline")
-            tail = f", {len(state.spikes)} spikes" if state.spikes else ", no spikes: top |g| lately"
+            tail = f", {len(state.spikes)} spikes" if state.spikes else ", calm: top |g|"
             summary.update(Text(f"disp {format_number(values[-1])} (base {format_number(baseline)})" + tail))
             self.query_one("#vol-spark", Sparkline).data = values[-SPARK_POINTS:]
         else:
