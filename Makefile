@@ -29,5 +29,13 @@ test: setup
 snapshots: setup
 	$(PY) -m pytest -q tests/tui --snapshot-update
 
+# Re-record the runs in sample_runs/ with the trainer itself (about 2-3 minutes each).
+sample-runs: setup
+	bash sample_runs/make_sample_runs.sh
+
+# Benchmarks print ratios measured side by side in one run; they are not tests.
+bench: setup
+	for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
 clean:
 	rm -rf $(VENV) build *.egg-info
