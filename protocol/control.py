@@ -25,8 +25,8 @@ import zmq
 from .endpoints import DEFAULT_CONTROL
 from .errors import UserError
 from .frames import PROTOCOL_MAJOR, PROTOCOL_MINOR
-from .publisher import bind_socket, release_port
-from .security import check_bind, release_server, secure_client, secure_server
+from .publisher import bind_server_socket, release_port
+from .security import check_bind, release_server, secure_client
 from .snapshot import RecordingSource
 
 # Commands the training loop answers (through ControlServer.poll).
@@ -148,15 +148,7 @@ class ControlServer:
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._sock.setsockopt(zmq.SNDHWM, SNAPSHOT_WINDOW)
         self._curve = curve_dir is not None
-        try:
-            if curve_dir is not None:
-                secure_server(self._sock, curve_dir)
-            self.endpoint = bind_socket(self._sock, bind)
-        except BaseException:
-            self._sock.close()
-            if self._curve:
-                release_server(self._ctx)
-            raise
+        self.endpoint = bind_server_socket(self._sock, bind, curve_dir)
         self._incoming: queue.SimpleQueue[ControlRequest] = queue.SimpleQueue()
         self._outgoing: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()

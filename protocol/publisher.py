@@ -36,6 +36,19 @@ def bind_socket(sock: zmq.Socket, bind: str) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
+def bind_server_socket(sock: zmq.Socket, bind: str, curve_dir: str | os.PathLike | None) -> str:
+    """Curve-secure (when keys are given) and bind a trainer-side socket; on failure close it and say why."""
+    try:
+        if curve_dir is not None:
+            secure_server(sock, curve_dir)
+        return bind_socket(sock, bind)
+    except BaseException:
+        sock.close()
+        if curve_dir is not None:
+            release_server(sock.context)
+        raise
+
+
 def release_port(sock: zmq.Socket, endpoint: str) -> None:
     """Unbind before closing: a close frees the port only later, on ZeroMQ's I/O thread."""
     try:
@@ -58,15 +71,7 @@ class Publisher:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, SNDHWM)
         self._curve = curve_dir is not None
-        try:
-            if curve_dir is not None:
-                secure_server(self._sock, curve_dir)
-            self.endpoint = bind_socket(self._sock, bind)
-        except BaseException:
-            self._sock.close()
-            if self._curve:
-                release_server(self._ctx)
-            raise
+        self.endpoint = bind_server_socket(self._sock, bind, curve_dir)
         self.dropped = 0
         self.published = 0
         self._last_seq_offered = -1
