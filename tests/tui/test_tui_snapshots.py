@@ -17,7 +17,7 @@ from lorascope.tui.app import LorascopeApp
 
 SMALL, LARGE = (80, 24), (160, 48)
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_runs"
-REVIEWED = Path(__file__).parent / "__snapshots__" / "reviewed_sample_runs.json"
+REVIEWED = Path(__file__).parent / "reviewed_sample_runs.json"
 """Sample run name -> hash of the recording its snapshots were reviewed against."""
 
 
