@@ -219,6 +219,7 @@ class EditScreen(Screen):
             except ValueError as exc:
                 self._status(str(exc), "bold color(203)")
                 return
+            self._status("")  # a good value clears the complaint about the previous one
             self._show_controls()
         elif event.input.id == "token-input" and event.value:
             match = next((c for c in bars.candidates if c.token_id is not None and c.label == event.value), None)
