@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=1, help="for `step`: how many optimizer steps to run, then pause again")
     parser.add_argument("--from-seq", type=int, default=0, help="for `snapshot`: first seq to fetch")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default %(default)s)")
-    parser.add_argument("--curve-keys", metavar="DIR", help="CurveZMQ key directory, for a trainer bound beyond loopback")
+    parser.add_argument("--curve-dir", "--curve-keys", dest="curve_keys", metavar="DIR", help="CurveZMQ key directory, for a trainer bound beyond loopback")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Who may talk to a trainer: loopback by default, CurveZMQ keys for anything else.
 
 Nobody on the network may pause a run or inject an edit, so binding to a
-non-loopback address needs either a key directory (`--curve-keys DIR`) or an
+non-loopback address needs either a key directory (`--curve-dir DIR`) or an
 explicit `--insecure`, which prints a loud warning.
 
 A key directory, as `lorascope keys DIR` writes it:
@@ -47,7 +47,7 @@ def check_bind(endpoint: str, curve_dir: str | os.PathLike | None, insecure: boo
         return
     raise UserError(
         f"refusing to bind {endpoint} without CurveZMQ keys: anyone on the network could control the run "
-        "(create keys with `lorascope keys DIR` and pass --curve-keys DIR, or pass --insecure)"
+        "(create keys with `lorascope keys DIR` and pass --curve-dir DIR, or pass --insecure)"
     )
 
 

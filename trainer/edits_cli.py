@@ -123,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="follow the run and print each edit's probability until it is achieved or failed")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for each reply (the trainer answers between steps; default %(default)s)")
-    parser.add_argument("--curve-keys", metavar="DIR", help="CurveZMQ key directory, for a trainer bound beyond loopback")
+    parser.add_argument("--curve-dir", "--curve-keys", dest="curve_keys", metavar="DIR", help="CurveZMQ key directory, for a trainer bound beyond loopback")
     parser.epilog = __doc__.split("\n\n", 1)[1]
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 

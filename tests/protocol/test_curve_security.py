@@ -71,6 +71,6 @@ def test_keys_subcommand_writes_keypairs_and_refuses_to_overwrite(tmp_path, caps
     assert lorascope_main(["keys", str(tmp_path / "k")]) == 0
     names = sorted(p.name for p in (tmp_path / "k").iterdir())
     assert names == ["authorized", "client.key", "client.key_secret", "server.key", "server.key_secret"]
-    assert "--curve-keys" in capsys.readouterr().out
+    assert "--curve-dir" in capsys.readouterr().out
     assert lorascope_main(["keys", str(tmp_path / "k")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
