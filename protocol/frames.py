@@ -249,6 +249,7 @@ class Volatility(Frame):
     baseline: float = 0.0  # rolling mean of dispersion
     spikes: list[Spike] = field(default_factory=list)
     sensitivity: F32Array | None = None  # per-example loss after minus before the step, if on
+    snippets: list[str] = field(default_factory=list)  # per example, in example_ids order: its text's start
 
 
 @dataclass

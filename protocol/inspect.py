@@ -112,10 +112,12 @@ def _volatile_examples(reader: RunReader, top: int) -> list[dict[str, Any]]:
         if not spikes and frame.get("grad_norms"):
             norms_of_step = F32Array.from_wire(frame["grad_norms"]).values()
             losses = F32Array.from_wire(frame["losses"]).values() if frame.get("losses") else [math.nan] * len(norms_of_step)
-            for ex, g, loss in zip(frame.get("example_ids") or [], norms_of_step, losses):
+            snippets = frame.get("snippets") or []
+            for i, (ex, g, loss) in enumerate(zip(frame.get("example_ids") or [], norms_of_step, losses)):
                 if math.isfinite(g):
                     tie += 1
-                    _push(norms, (g, tie, {"example_id": ex, "step": step, "score": None, "loss": loss, "grad_norm": g, "snippet": ""}), top)
+                    text = snippets[i] if i < len(snippets) else ""
+                    _push(norms, (g, tie, {"example_id": ex, "step": step, "score": None, "loss": loss, "grad_norm": g, "snippet": text}), top)
     chosen = spikes or norms
     return [item for _, _, item in sorted(chosen, key=lambda t: (-t[0], t[1]))]
 

@@ -155,28 +155,28 @@ class RunState:
 
     def add_recent_examples(self, frame: Volatility) -> None:
         self.recent_examples.append((frame.step, list(frame.example_ids), frame.losses.values(),
-                                     frame.grad_norms.values(), list(frame.token_counts)))
+                                     frame.grad_norms.values(), list(frame.token_counts), list(frame.snippets)))
 
     def top_recent_examples(self, count: int = 20) -> list[SpikeRow]:
         """The examples with the largest gradient norms in the recent volatility frames, largest first.
 
         Shown when nothing spiked: a calm run still has examples that move the adapter most.
-        Their score is the gradient norm over the median of the window; they carry no text
-        (only spikes come with a snippet).
+        Their score is the gradient norm over the median of the window; their text comes
+        from the frame's snippets (recordings made before frames carried them have none).
         """
         rows = []
-        for step, ids, losses, norms, tokens in self.recent_examples:
+        for step, ids, losses, norms, tokens, snippets in self.recent_examples:
             for i, example_id in enumerate(ids):
                 grad = norms[i] if i < len(norms) else math.nan
                 if not math.isnan(grad):
                     rows.append((grad, step, example_id, losses[i] if i < len(losses) else math.nan,
-                                 tokens[i] if i < len(tokens) else 0))
+                                 tokens[i] if i < len(tokens) else 0, snippets[i] if i < len(snippets) else ""))
         if not rows:
             return []
         median = sorted(r[0] for r in rows)[len(rows) // 2] or 1.0
         rows.sort(key=lambda r: (-r[0], -r[1]))
-        return [SpikeRow(step, example_id, grad / median, loss, grad, tok, "")
-                for grad, step, example_id, loss, tok in rows[:count]]
+        return [SpikeRow(step, example_id, grad / median, loss, grad, tok, text)
+                for grad, step, example_id, loss, tok, text in rows[:count]]
 
     def touch(self) -> None:
         """Mark a change made from outside `apply` (connection state, counters)."""

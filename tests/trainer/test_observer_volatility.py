@@ -182,6 +182,8 @@ def test_outlier_example_is_flagged_with_its_snippet():
     assert spikes[0].score >= 3.0 and spikes[0].tokens == 10
     assert spikes[0].snippet == texts[32]
     assert frames[2].baseline > 0
+    # every example's text travels too, in example order, so a calm step can show what moved most
+    assert frames[0].snippets == [texts[i] for i in frames[0].example_ids]
 
 
 def test_cadence_and_loss_sensitivity():

@@ -118,4 +118,10 @@ def test_calm_run_lists_its_most_volatile_examples():
     assert not state.spikes
     top = state.top_recent_examples(3)
     assert [(r.step, r.example_id, r.grad_norm) for r in top] == [(5, 51, 6.0), (4, 41, 5.0), (3, 31, 4.0)]
-    assert top[0].snippet == "" and top[0].tokens == 6
+    assert top[0].snippet == "" and top[0].tokens == 6  # a recording from before frames carried snippets
+
+    state.apply(Volatility(step=6, seq=6, example_ids=[60, 61], losses=F32Array.from_values([1.0, 2.0]),
+                           grad_norms=F32Array.from_values([9.0, 1.0]), token_counts=[5, 6],
+                           snippets=["Какая столица у Франции?", "2 + 2 = 4"]))
+    assert (state.top_recent_examples(1)[0].example_id, state.top_recent_examples(1)[0].snippet) == (
+        60, "Какая столица у Франции?")

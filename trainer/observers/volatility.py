@@ -200,6 +200,8 @@ class VolatilityObserver:
             baseline=baseline,
             spikes=spikes,
             sensitivity=sensitivity,
+            # A calm step has no spikes to carry text; a watcher still wants to read what moved the adapter most.
+            snippets=[self._snippet(i) for i in ids],
         )
 
     def _spikes(self, ids, losses, norms, counts) -> list[Spike]:
