@@ -50,7 +50,8 @@ async def test_joins_mid_run_and_controls(tmp_path):
         app = LorascopeApp.live(publisher.endpoint, server.endpoint)
         async with app.run_test(size=SIZE) as pilot:
             assert await wait_until(pilot, lambda: app.state.last_seq == stream.last_seq)
-            assert app.state.connection == "live"
+            # the feed's state travels in its own message, one poll behind the frames
+            assert await wait_until(pilot, lambda: app.state.connection == "live")
             for frame in frames[half:]:
                 stream.emit(frame)
                 if frame.seq % 50 == 0:
@@ -134,7 +135,8 @@ async def test_shows_when_the_trainer_goes_away(tmp_path):
                 stream.emit(frame)
             assert await wait_until(pilot, lambda: app.state.run_id == "restarted"
                                     and app.state.last_seq == stream.last_seq, 60)
-            assert app.state.connection == "live" and app.state.step == 8 and len(app.state.history) == 8
+            assert await wait_until(pilot, lambda: app.state.connection == "live")
+            assert app.state.step == 8 and len(app.state.history) == 8
     finally:
         server.close()
         publisher.close()
