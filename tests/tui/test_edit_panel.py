@@ -106,8 +106,10 @@ async def test_edit_panel_against_a_real_trainer(tiny_model_dir, tmp_path):
             reply = next(r for r in app.replies if r.id == request_id)
             assert reply.ok, reply.error
             first = reply.data["edit_id"]
-            assert await wait_until(pilot, lambda: first in app.state.edits, 30)
-            assert app.state.edits[first].state == "active" and app.state.edits[first].token_id == chosen.token_id
+            # "requested" and "active" are two frames; the UI may have folded only the first so far
+            assert await wait_until(pilot, lambda: first in app.state.edits
+                                    and app.state.edits[first].state == "active", 30)
+            assert app.state.edits[first].token_id == chosen.token_id
             table = panel.query_one(EditTable)
             assert await wait_until(pilot, lambda: table.row_count == 1, 5)
 
