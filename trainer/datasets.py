@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorascope.protocol.errors import UserError
+from lorascope.protocol.errors import UserError, read_user_text
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_DATASET = DATA_DIR / "sample_en_ru.chat.jsonl"
@@ -93,12 +93,7 @@ class TrainingData:
 def read_records(path: str | Path) -> tuple[str, list[tuple[int, dict]]]:
     """(format, [(line number, record)]) with every record checked against the detected format."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: dataset file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    text = read_user_text(path, "dataset file")
     if path.suffix == ".txt":
         return "plain", _plain_paragraphs(text)
     rows = _json_rows(path, text)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lorascope.protocol.endpoints import DEFAULT_CONTROL
-from lorascope.protocol.errors import UserError
+from lorascope.protocol.errors import UserError, read_user_text
 from lorascope.trainer.edit_requests import check_edit_fields
 
 FINAL_STATES = ("achieved", "failed", "cancelled")
@@ -48,12 +48,7 @@ load_edits_file = load_edit_file  # the name the training loop imports
 def load_edit_file_with_places(path) -> list[tuple[str, dict[str, Any]]]:
     """(where, edit) pairs, where = "file:line" of the edit, for messages about it later."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: edits file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_user_text(path, "edits file")
     entries = _json_list(path, text) if text.lstrip().startswith("[") else _jsonl(path, text)
     out = []
     for where, edit in entries:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorascope.protocol.errors import UserError
+from lorascope.protocol.errors import UserError, read_user_text
 
 from .token_bytes import token_bytes
 
@@ -59,9 +59,7 @@ class ProbeSet:
     def from_file(cls, path, tokenizer) -> "ProbeSet":
         """Read a JSON or JSONL probe file; UserError naming file, line and field on bad input."""
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: probe file not found")
-        text = path.read_text(encoding="utf-8")
+        text = read_user_text(path, "probe file")
         entries, anchors = _parse_probe_file(path, text)
         probes: list[Probe] = []
         seen: dict[str, str] = {}

@@ -54,6 +54,9 @@ def test_bad_json_probe_file(tmp_path, embedded_tokenizer):
         ProbeSet.from_file(path, embedded_tokenizer)
     with pytest.raises(UserError, match="not found"):
         ProbeSet.from_file(tmp_path / "missing.json", embedded_tokenizer)
+    path.write_bytes('{"probes": [{"text": "Столица"}]}'.encode("cp1251"))
+    with pytest.raises(UserError, match=r"p.json: not UTF-8 text"):
+        ProbeSet.from_file(path, embedded_tokenizer)
 
 
 def test_token_bytes_of_partial_utf8(embedded_tokenizer):
